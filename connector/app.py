@@ -1,0 +1,126 @@
+"""The Faust application: its topics, its tables, and the parts that install agents and views on it.
+
+`build(settings)` makes one `Connector`; `connector worker` runs it. All topics carry raw bytes:
+values are Avro in the Confluent wire format, decoded by the agents themselves so that a record
+that cannot be decoded reaches the DLQ with its original bytes instead of crashing a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from connector.config import Settings
+from connector.schemas import AvroCodec
+
+__all__ = ["CONVERSATIONS_TABLE", "REFS_TABLE", "TABLES", "Connector", "build"]
+
+CONVERSATIONS_TABLE = "conversations"
+REFS_TABLE = "refs"
+TABLES = (CONVERSATIONS_TABLE, REFS_TABLE)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Connector:
+    """Everything the agents and views share: the app, its topics, its tables and the Avro codec."""
+
+    settings: Settings
+    app: faust.App
+    codec: AvroCodec
+    commands: faust.TopicT
+    command_results: faust.TopicT
+    commands_dlq: faust.TopicT
+    events: faust.TopicT
+    transcripts: faust.TopicT
+    webhooks_raw: faust.TopicT
+    # conversations[ref] -> Conversation.to_dict(); co-partitioned with commands and events (key: ref).
+    conversations: faust.Table
+    # refs[8x8 conversation id] -> ref; co-partitioned with webhooks_raw (key: 8x8 id).
+    refs: faust.Table
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build(settings: Settings, *, install: bool = True) -> Connector:
+    """A Faust app wired to the configured Kafka, with every agent and web view installed."""
+    app = faust.App(
+        settings.app_id,
+        broker=settings.faust_broker_url(),
+        broker_credentials=settings.faust_broker_credentials(),
+        store=settings.table_store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        topic_allow_declare=True,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_in_thread=False,
+        broker_client_id=settings.kafka_client_id,
+        table_cleanup_interval=30.0,
+        stream_wait_empty=True,
+        autodiscover=False,
+        logging_config=None,
+    )
+    connector = Connector(
+        settings=settings,
+        app=app,
+        codec=AvroCodec(settings),
+        commands=_topic(app, settings.topic_commands),
+        command_results=_topic(app, settings.topic_command_results),
+        commands_dlq=_topic(app, settings.topic_commands_dlq),
+        events=_topic(app, settings.topic_events),
+        transcripts=_topic(app, settings.topic_transcripts),
+        webhooks_raw=_topic(app, settings.topic_webhooks_raw),
+        conversations=app.Table(
+            CONVERSATIONS_TABLE,
+            default=None,
+            partitions=settings.kafka_partitions,
+            key_type=str,
+        ),
+        refs=app.Table(
+            REFS_TABLE,
+            default=None,
+            partitions=settings.kafka_partitions,
+            key_type=str,
+        ),
+    )
+
+    if install:
+        _install_parts(connector)
+    return connector
+
+
+def _topic(app: faust.App, name: str) -> faust.TopicT:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def _install_parts(connector: Connector) -> None:
+    """Each part adds its agents, views and services to the app (imported here to keep build() cheap)."""
+    import importlib
+
+    for module_name in _PARTS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            logger.warning("part %s is not available yet", module_name)
+            continue
+        module.install(connector)
+
+
+# Each module has `install(connector: Connector) -> None`.
+_PARTS = (
+    "connector.web",
+    "connector.webhook",
+    "connector.events",
+    "connector.commands",
+)

@@ -1,0 +1,286 @@
+"""All configuration of the connector: one settings class, read from `CONNECTOR_*` variables.
+
+Secrets are `SecretStr` so that they never print; each may also be read from a mounted file
+named by the matching `*_FILE` variable (for Kubernetes Secrets and Docker secrets).
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ConfigError",
+    "Generation",
+    "KafkaSecurityProtocol",
+    "SaslMechanism",
+    "Settings",
+    "load_settings",
+]
+
+ENV_PREFIX = "CONNECTOR_"
+
+
+class Generation(str, enum.Enum):
+    """The 8x8 chat API generation a deployment talks to."""
+
+    CHAT_API_V2 = "chat-api-v2"
+    CHAT_GATEWAY_V1 = "chat-gateway-v1"
+
+
+class KafkaSecurityProtocol(str, enum.Enum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(str, enum.Enum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the variable and what is allowed."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the connector. Each field is the variable `CONNECTOR_<FIELD NAME>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        KafkaSecurityProtocol.PLAINTEXT,
+        description="How to talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        SaslMechanism.PLAIN,
+        description="SASL mechanism when the protocol is SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="SASL password (or CONNECTOR_KAFKA_SASL_PASSWORD_FILE)."
+    )
+    kafka_ssl_cafile: Path | None = Field(None, description="PEM file of the CA that signed the brokers.")
+    kafka_ssl_certfile: Path | None = Field(None, description="PEM client certificate for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="PEM private key of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client key, if it is encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(True, description="Check the brokers' host names against their certificates.")
+    kafka_partitions: int = Field(
+        8, ge=1, le=10_000, description="Partitions of every topic the connector creates (all co-partitioned)."
+    )
+    kafka_replication_factor: int = Field(
+        1, ge=1, le=32, description="Replication factor of the topics the connector creates."
+    )
+    kafka_client_id: str = Field("kafka-8x8-connector", description="Kafka client id prefix.")
+
+    # --- Schema registry -----------------------------------------------------------------------
+    schema_registry_url: str = Field(
+        "http://127.0.0.1:8081/apis/ccompat/v7",
+        description="Confluent-compatible Schema Registry URL (Apicurio: .../apis/ccompat/v7).",
+    )
+    schema_registry_username: str | None = Field(None, description="Schema Registry basic-auth user.")
+    schema_registry_password: SecretStr | None = Field(None, description="Schema Registry basic-auth password.")
+
+    # --- Topics --------------------------------------------------------------------------------
+    topic_commands: str = Field("chat.commands", description="Commands from enterprise systems.")
+    topic_command_results: str = Field("chat.command-results", description="One result per command.")
+    topic_commands_dlq: str = Field("chat.commands.dlq", description="Poison and permanently failed commands.")
+    topic_events: str = Field("chat.events", description="Normalised 8x8 chat events (ChatEvent).")
+    topic_transcripts: str = Field("chat.transcripts", description="Conversation transcripts read back from 8x8.")
+    topic_webhooks_raw: str = Field("chat.webhooks.raw", description="Verified raw webhook POSTs.")
+
+    # --- Faust worker --------------------------------------------------------------------------
+    app_id: str = Field(
+        "kafka-8x8-connector",
+        description="Faust application id: consumer group and prefix of the table changelog topics.",
+    )
+    data_dir: Path = Field(Path("./connector-data"), description="Where Faust keeps local table state (RocksDB).")
+    table_store: str = Field(
+        "memory://", description="Faust table store: memory:// or rocksdb:// (needs the rocksdb extra)."
+    )
+    web_host: str = Field("0.0.0.0", description="Address the worker's web server binds.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server (webhooks, health, metrics).")
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+
+    # --- 8x8 platform --------------------------------------------------------------------------
+    platform_generation: Generation = Field(
+        Generation.CHAT_API_V2, description="8x8 API generation: chat-api-v2 or chat-gateway-v1."
+    )
+    platform_base_url: str = Field("https://api.8x8.com", description="8x8 API base URL (the sandbox's in development).")
+    platform_region: str = Field("us", description="Chat API v2 region in the path: us, eu, ca or ap.")
+    platform_tenant_id: str = Field("", description="8x8 tenant id.")
+    platform_api_key: SecretStr = Field(
+        SecretStr(""), description="8x8 API key (v2: OAuth client id). Or CONNECTOR_PLATFORM_API_KEY_FILE."
+    )
+    platform_api_secret: SecretStr = Field(
+        SecretStr(""), description="8x8 API secret (v2: OAuth client secret). Or CONNECTOR_PLATFORM_API_SECRET_FILE."
+    )
+    platform_channel_id: str = Field("", description="Default 8x8 chat channel for new conversations.")
+    platform_timeout_s: float = Field(10.0, gt=0, description="Timeout of one 8x8 API request, seconds.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """Fill each secret from `CONNECTOR_<NAME>_FILE` when the variable itself is unset."""
+        import os
+
+        if not isinstance(data, dict):
+            return data
+        for name in _SECRET_FIELDS:
+            path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+            if path and not data.get(name):
+                try:
+                    data[name] = Path(path).read_text().strip()
+                except OSError as exc:
+                    raise ValueError(
+                        f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
+                    ) from None
+        return data
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "Settings":
+        if self.platform_region not in _REGIONS:
+            raise ValueError(
+                f"{ENV_PREFIX}PLATFORM_REGION: {self.platform_region!r} is not one of {', '.join(_REGIONS)}"
+            )
+        if self.kafka_security_protocol.value.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}KAFKA_SASL_USERNAME and {ENV_PREFIX}KAFKA_SASL_PASSWORD are required "
+                f"with {ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol.value}"
+            )
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"{ENV_PREFIX}LOG_LEVEL: {self.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
+        if not self.table_store.startswith(("memory://", "rocksdb://")):
+            raise ValueError(f"{ENV_PREFIX}TABLE_STORE: {self.table_store!r} is not memory:// or rocksdb://")
+        for name in ("platform_base_url", "schema_registry_url"):
+            if not getattr(self, name).startswith(("http://", "https://")):
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: {getattr(self, name)!r} is not an http(s) URL")
+        return self
+
+    # --- derived values --------------------------------------------------------------------------
+
+    def topics(self) -> dict[str, str]:
+        """The connector's own topics by role (changelogs are Faust's)."""
+        return {
+            "commands": self.topic_commands,
+            "command_results": self.topic_command_results,
+            "commands_dlq": self.topic_commands_dlq,
+            "events": self.topic_events,
+            "transcripts": self.topic_transcripts,
+            "webhooks_raw": self.topic_webhooks_raw,
+        }
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for Kafka, or None when the protocol uses no TLS."""
+        if self.kafka_security_protocol not in (KafkaSecurityProtocol.SSL, KafkaSecurityProtocol.SASL_SSL):
+            return None
+        context = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None)
+        context.check_hostname = self.kafka_ssl_check_hostname
+        if self.kafka_ssl_certfile:
+            password = self.kafka_ssl_key_password.get_secret_value() if self.kafka_ssl_key_password else None
+            context.load_cert_chain(
+                str(self.kafka_ssl_certfile),
+                str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+                password,
+            )
+        return context
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Connection settings for kafka-python clients (admin, CLI producer and consumer)."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol.value,
+            "client_id": self.kafka_client_id,
+        }
+        context = self.ssl_context()
+        if context is not None:
+            config["ssl_context"] = context
+        if self.kafka_security_protocol.value.startswith("SASL"):
+            config["sasl_mechanism"] = self.kafka_sasl_mechanism.value
+            config["sasl_plain_username"] = self.kafka_sasl_username
+            config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()  # type: ignore[union-attr]
+        return config
+
+    def faust_broker_credentials(self) -> Any:
+        """Faust's credentials object for the configured security protocol, or None."""
+        import faust
+
+        context = self.ssl_context()
+        if self.kafka_security_protocol.value.startswith("SASL"):
+            assert self.kafka_sasl_password is not None
+            if self.kafka_sasl_mechanism is SaslMechanism.PLAIN:
+                return faust.SASLCredentials(
+                    username=self.kafka_sasl_username,
+                    password=self.kafka_sasl_password.get_secret_value(),
+                    ssl_context=context,
+                )
+            return faust.SASLCredentials(
+                username=self.kafka_sasl_username,
+                password=self.kafka_sasl_password.get_secret_value(),
+                ssl_context=context,
+                mechanism=self.kafka_sasl_mechanism.value,
+            )
+        if context is not None:
+            return faust.SSLCredentials(context)
+        return None
+
+    def faust_broker_url(self) -> str:
+        return ";".join(f"kafka://{server.strip()}" for server in self.kafka_bootstrap_servers.split(","))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment, turning validation errors into one clear ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+_REGIONS = ("us", "eu", "ca", "ap")
+_SECRET_FIELDS = (
+    "kafka_sasl_password",
+    "kafka_ssl_key_password",
+    "schema_registry_password",
+    "platform_api_key",
+    "platform_api_secret",
+)
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per wrong variable: its name, what was wrong, what is allowed. Never the secret value."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        location = [str(part) for part in error.get("loc", ()) if part]
+        message = error["msg"].removeprefix("Value error, ")
+        if location:
+            lines.append(f"{ENV_PREFIX}{location[0].upper()}: {message}")
+        else:
+            lines.append(message)
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,32 @@
+"""Running the worker process: logging set up once, then Faust's worker with its signal handling.
+
+Faust stops on SIGTERM/SIGINT: it stops the consumers, lets agents finish the events in hand,
+commits offsets and flushes producers before it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from connector.app import build
+from connector.config import Settings
+
+__all__ = ["run_worker"]
+
+
+def run_worker(settings: Settings) -> None:
+    """Build the app and run it until a signal stops it."""
+    import faust
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    connector = build(settings)
+    worker = faust.Worker(
+        connector.app,
+        loglevel=settings.log_level.upper(),
+        logging_config=None,
+        override_logging=False,
+    )
+    worker.execute_from_commandline()

@@ -1,0 +1,173 @@
+"""Avro schemas of the topics and their Confluent wire format (magic 0, 4-byte schema id, body).
+
+The `.avsc` files live in `schemas/` (shipped as `connector._avsc`). Each is registered under the
+TopicNameStrategy subject `<topic>-value`. Encoding uses the id obtained at registration; decoding
+resolves the writer's schema by id (cached) against ours, so records written by older or newer
+compatible schema versions read fine. Unions of records are written and read with their names
+(fastavro's tuple notation), because a dict alone cannot say which command it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import struct
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+import httpx
+from schema_registry.client import AsyncSchemaRegistryClient, SchemaRegistryClient
+from schema_registry.client.schema import AvroSchema
+
+
+from connector.config import Settings
+
+__all__ = [
+    "SCHEMA_NAMES",
+    "AvroCodec",
+    "SchemaError",
+    "async_registry",
+    "load_schema",
+    "register_all",
+    "subjects",
+    "sync_registry",
+]
+
+SCHEMA_NAMES = ("ConversationCommand", "CommandResult", "ChatEvent", "ConversationTranscript", "RawWebhook")
+MAGIC_BYTE = 0
+
+
+class SchemaError(ValueError):
+    """Bytes that are not a record of the expected schema (the reason says why)."""
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema `name` as written in `schemas/<name>.avsc`."""
+    text = resources.files("connector._avsc").joinpath(f"{name}.avsc").read_text()
+    return json.loads(text)
+
+
+def subjects(settings: Settings) -> dict[str, str]:
+    """Schema name -> registry subject (TopicNameStrategy: `<topic>-value`)."""
+    return {
+        "ConversationCommand": f"{settings.topic_commands}-value",
+        "CommandResult": f"{settings.topic_command_results}-value",
+        "ChatEvent": f"{settings.topic_events}-value",
+        "ConversationTranscript": f"{settings.topic_transcripts}-value",
+        "RawWebhook": f"{settings.topic_webhooks_raw}-value",
+    }
+
+
+def sync_registry(settings: Settings) -> SchemaRegistryClient:
+    """A blocking registry client, for the CLI and enterprise code."""
+    return SchemaRegistryClient(settings.schema_registry_url, auth=_auth(settings), timeout=httpx.Timeout(10.0))
+
+
+def async_registry(settings: Settings) -> AsyncSchemaRegistryClient:
+    """A non-blocking registry client, for the worker."""
+    return AsyncSchemaRegistryClient(settings.schema_registry_url, auth=_auth(settings), timeout=httpx.Timeout(10.0))
+
+
+def register_all(settings: Settings) -> dict[str, int]:
+    """Register every schema under its subject (idempotent); subject -> schema id."""
+    client = sync_registry(settings)
+    return {
+        subject: client.register(subject, AvroSchema(load_schema(name)))
+        for name, subject in subjects(settings).items()
+    }
+
+
+class AvroCodec:
+    """Encodes and decodes the connector's records in the Confluent wire format.
+
+    `await codec.start()` registers (or looks up) our schemas; it is idempotent and cheap once done,
+    so every agent and view awaits it before its first record. After that `encode` is a pure
+    in-memory call. `decode` fetches an unknown writer schema from the registry once per id.
+    """
+
+    def __init__(self, settings: Settings, registry: AsyncSchemaRegistryClient | None = None) -> None:
+        self._settings = settings
+        self._registry = registry or async_registry(settings)
+        self._ids: dict[str, int] = {}
+        self._parsed = {name: fastavro.parse_schema(load_schema(name)) for name in SCHEMA_NAMES}
+        self._writers: dict[int, Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Register our schemas (or find them registered) and remember their ids, once."""
+        async with self._lock:
+            if not self._ids:
+                await self._register()
+
+    async def _register(self) -> None:
+        for name, subject in subjects(self._settings).items():
+            schema_id = await self._registry.register(subject, AvroSchema(load_schema(name)))
+            self._ids[name] = schema_id
+            self._writers[schema_id] = self._parsed[name]
+
+    def schema_id(self, name: str) -> int:
+        try:
+            return self._ids[name]
+        except KeyError:
+            raise RuntimeError(f"schema {name} is not registered yet: call AvroCodec.start() first") from None
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+        """The record in wire format under our registered schema `name`."""
+        buffer = io.BytesIO()
+        buffer.write(struct.pack(">bI", MAGIC_BYTE, self.schema_id(name)))
+        fastavro.schemaless_writer(buffer, self._parsed[name], record)
+        return buffer.getvalue()
+
+    async def decode(self, name: str, data: bytes | None) -> dict[str, Any]:
+        """The record in `data`, read as our schema `name`; SchemaError for anything else."""
+        schema_id = _schema_id_of(data)
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            writer = await self._fetch_writer(schema_id)
+        return self._read(name, writer, data)  # type: ignore[arg-type]
+
+    def decode_cached(self, name: str, data: bytes | None) -> dict[str, Any]:
+        """Like `decode`, for data written with a schema id this codec already knows."""
+        schema_id = _schema_id_of(data)
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            raise SchemaError(f"schema id {schema_id} is not known to this process")
+        return self._read(name, writer, data)  # type: ignore[arg-type]
+
+    async def _fetch_writer(self, schema_id: int) -> Any:
+        try:
+            schema = await self._registry.get_by_id(schema_id)
+        except Exception as exc:  # the registry client raises several kinds
+            raise SchemaError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from None
+        if schema is None:
+            raise SchemaError(f"schema id {schema_id} is unknown to the registry")
+        writer = fastavro.parse_schema(schema.raw_schema)
+        self._writers[schema_id] = writer
+        return writer
+
+    def _read(self, name: str, writer: Any, data: bytes) -> dict[str, Any]:
+        try:
+            return fastavro.schemaless_reader(
+                io.BytesIO(data[5:]), writer, self._parsed[name], return_record_name=True
+            )
+        except Exception as exc:  # fastavro raises many kinds for bad or incompatible bytes
+            raise SchemaError(f"not a valid {name} record: {type(exc).__name__}: {exc}") from None
+
+
+def _schema_id_of(data: bytes | None) -> int:
+    if not data:
+        raise SchemaError("empty value: expected an Avro record in Confluent wire format")
+    if len(data) < 5 or data[0] != MAGIC_BYTE:
+        raise SchemaError("value is not in Confluent wire format (magic byte 0 and a 4-byte schema id)")
+    return struct.unpack(">I", data[1:5])[0]
+
+
+def _auth(settings: Settings) -> httpx.BasicAuth | None:
+    if not settings.schema_registry_username:
+        return None
+    password = settings.schema_registry_password.get_secret_value() if settings.schema_registry_password else ""
+    return httpx.BasicAuth(settings.schema_registry_username, password)

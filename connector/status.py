@@ -1,0 +1,176 @@
+"""The conversation record kept in the `conversations` table, and the status machine over it.
+
+Pure functions only, so the rules of the 8x8 flow are tested without Kafka. Both agents use them:
+the command agent (`check_command`, `after_command`) and the status agent (`after_event`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ACTIVE",
+    "CommandKind",
+    "Conversation",
+    "Status",
+    "after_command",
+    "after_event",
+    "check_command",
+]
+
+RECENT_COMMANDS = 64
+
+
+class Status(str, enum.Enum):
+    CREATING = "CREATING"
+    QUEUED = "QUEUED"
+    AGENT_JOINED = "AGENT_JOINED"
+    AGENT_LEFT = "AGENT_LEFT"
+    TRANSFERRING = "TRANSFERRING"
+    ENDED = "ENDED"
+    FAILED = "FAILED"
+
+
+ACTIVE = frozenset({Status.CREATING, Status.QUEUED, Status.AGENT_JOINED, Status.AGENT_LEFT, Status.TRANSFERRING})
+
+
+class CommandKind(str, enum.Enum):
+    START_CONVERSATION = "START_CONVERSATION"
+    SEND_MESSAGE = "SEND_MESSAGE"
+    END_CONVERSATION = "END_CONVERSATION"
+    FETCH_TRANSCRIPT = "FETCH_TRANSCRIPT"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What the connector knows of one conversation, by the enterprise's ref."""
+
+    ref: str
+    status: Status = Status.CREATING
+    conversation_id: str | None = None
+    generation: str | None = None
+    channel_id: str | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    queue_id: str | None = None
+    queue_name: str | None = None
+    interaction_count: int = 0
+    created_at: int = 0
+    updated_at: int = 0
+    agent_left_at: int | None = None
+    ended_at: int | None = None
+    last_customer_message_at: int | None = None
+    error: str | None = None
+    # command id -> the CommandResult dict last emitted for it (bounded, oldest first)
+    recent_commands: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Conversation":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["status"] = Status(values.get("status", Status.CREATING))
+        return cls(**values)
+
+    def remember(self, command_id: str, result: dict[str, Any]) -> "Conversation":
+        """This conversation with the result of `command_id` remembered (oldest forgotten past the bound)."""
+        recent = dict(self.recent_commands)
+        recent.pop(command_id, None)
+        recent[command_id] = result
+        while len(recent) > RECENT_COMMANDS:
+            recent.pop(next(iter(recent)))
+        return dataclasses.replace(self, recent_commands=recent)
+
+
+def check_command(conversation: Conversation | None, kind: CommandKind) -> str | None:
+    """Why `kind` makes no sense for this conversation now, in words a person understands; None if it does."""
+    if kind is CommandKind.START_CONVERSATION:
+        if conversation is None or conversation.status is Status.FAILED:
+            return None
+        if conversation.status is Status.ENDED:
+            return "this conversation ref was already used for a conversation that has ended; use a new ref"
+        return f"a conversation is already active for this ref (status {conversation.status.value})"
+    if conversation is None or conversation.status is Status.FAILED and conversation.conversation_id is None:
+        return "no conversation was started for this ref"
+    if conversation.status is Status.ENDED:
+        if kind is CommandKind.FETCH_TRANSCRIPT:
+            return None
+        return "the conversation has already ended"
+    if conversation.conversation_id is None:
+        return "the conversation is still being created"
+    return None
+
+
+def after_command(conversation: Conversation | None, kind: CommandKind, now: int, **facts: Any) -> Conversation:
+    """The conversation after `kind` succeeded at 8x8 (facts: conversation_id, generation, channel_id, ref)."""
+    if kind is CommandKind.START_CONVERSATION:
+        base = conversation or Conversation(ref=facts["ref"], created_at=now)
+        return dataclasses.replace(
+            base,
+            status=Status.QUEUED if base.status in (Status.CREATING, Status.FAILED) else base.status,
+            conversation_id=facts.get("conversation_id", base.conversation_id),
+            generation=facts.get("generation", base.generation),
+            channel_id=facts.get("channel_id", base.channel_id),
+            interaction_count=max(base.interaction_count, 1),
+            created_at=base.created_at or now,
+            updated_at=now,
+            error=None,
+        )
+    assert conversation is not None
+    if kind is CommandKind.SEND_MESSAGE:
+        if conversation.status is Status.AGENT_LEFT:
+            # A customer message after the agent left opens a new interaction, queued again.
+            return dataclasses.replace(
+                conversation,
+                status=Status.QUEUED,
+                agent_id=None,
+                agent_name=None,
+                agent_left_at=None,
+                interaction_count=conversation.interaction_count + 1,
+                last_customer_message_at=now,
+                updated_at=now,
+            )
+        return dataclasses.replace(conversation, last_customer_message_at=now, updated_at=now)
+    if kind is CommandKind.END_CONVERSATION:
+        return dataclasses.replace(conversation, status=Status.ENDED, ended_at=now, updated_at=now)
+    return conversation
+
+
+def after_event(conversation: Conversation, event_type: str, now: int, **facts: Any) -> Conversation:
+    """The conversation after a normalised ChatEvent of `event_type` (facts: agent_id/name, queue_id/name)."""
+    if conversation.status in (Status.ENDED, Status.FAILED):
+        return conversation
+    if event_type == "QUEUED":
+        return dataclasses.replace(
+            conversation,
+            status=Status.TRANSFERRING if conversation.status is Status.TRANSFERRING else Status.QUEUED,
+            queue_id=facts.get("queue_id") or conversation.queue_id,
+            queue_name=facts.get("queue_name") or conversation.queue_name,
+            updated_at=now,
+        )
+    if event_type == "AGENT_JOINED":
+        return dataclasses.replace(
+            conversation,
+            status=Status.AGENT_JOINED,
+            agent_id=facts.get("agent_id"),
+            agent_name=facts.get("agent_name"),
+            agent_left_at=None,
+            updated_at=now,
+        )
+    if event_type == "TRANSFER":
+        return dataclasses.replace(conversation, status=Status.TRANSFERRING, updated_at=now)
+    if event_type == "AGENT_LEFT":
+        if conversation.status is Status.TRANSFERRING:
+            # A transfer makes the next agent-left not an end: another agent will join.
+            return dataclasses.replace(conversation, agent_id=None, agent_name=None, updated_at=now)
+        return dataclasses.replace(
+            conversation, status=Status.AGENT_LEFT, agent_id=None, agent_name=None, agent_left_at=now, updated_at=now
+        )
+    return conversation

@@ -1,0 +1,76 @@
+"""Creating the connector's topics with the right partitions and settings (kafka-python admin)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from connector.app import TABLES
+from connector.config import Settings
+
+__all__ = ["TopicSpec", "create_topics", "topic_specs"]
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the connector uses, the Faust table changelogs included (compacted)."""
+    delete = {"cleanup.policy": "delete"}
+    specs = {
+        settings.topic_commands: delete,
+        settings.topic_command_results: delete,
+        settings.topic_commands_dlq: {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)},
+        settings.topic_events: delete,
+        settings.topic_transcripts: delete,
+        settings.topic_webhooks_raw: delete,
+    }
+    for table in TABLES:
+        specs[f"{settings.app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
+    return [
+        TopicSpec(name, settings.kafka_partitions, settings.kafka_replication_factor, config)
+        for name, config in specs.items()
+    ]
+
+
+def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
+    """Create the topics that do not exist yet; topic -> "created" or "exists (N partitions)"."""
+    specs = specs if specs is not None else topic_specs(settings)
+    admin = KafkaAdminClient(**settings.kafka_python_config(), request_timeout_ms=30_000)
+    try:
+        existing = _partition_counts(admin, [spec.name for spec in specs])
+        outcome: dict[str, str] = {}
+        missing = [spec for spec in specs if spec.name not in existing]
+        for spec in specs:
+            if spec.name in existing:
+                outcome[spec.name] = f"exists ({existing[spec.name]} partitions)"
+        for spec in missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=spec.config)],
+                    timeout_ms=30_000,
+                )
+                outcome[spec.name] = "created"
+            except TopicAlreadyExistsError:
+                outcome[spec.name] = "exists"
+        return outcome
+    finally:
+        admin.close()
+
+
+def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    present = set(admin.list_topics())
+    wanted = [name for name in names if name in present]
+    if not wanted:
+        return {}
+    return {topic["topic"]: len(topic["partitions"]) for topic in admin.describe_topics(wanted)}

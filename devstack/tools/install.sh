@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs the deployment tools that tests/deploy/ needs: helm and kubeconform (and helm-docs,
+# optional). They are built from source with `go install` through the Go module proxy (the only
+# way to get them here: no download of release binaries), into a cache OUTSIDE the checkout:
+#
+#   ${CONNECTOR_DEVSTACK_HOME:-$HOME/.cache/kafka-8x8-connector}/bin/{helm,kubeconform,helm-docs}
+#
+# GOPATH, GOMODCACHE and GOCACHE live in the same cache, so a second run is instant: a tool is
+# rebuilt only when its pinned version changes (a stamp file records the version installed).
+# Idempotent; safe to run before every test run.
+#
+# Kubernetes JSON schemas for kubeconform come from the `kubernetes-validate` PyPI package (in the
+# dev extra), not from the internet: see tests/deploy/conftest.py.
+set -euo pipefail
+
+HELM_MODULE="helm.sh/helm/v4"
+HELM_VERSION="${CONNECTOR_HELM_VERSION:-v4.3.1}"
+KUBECONFORM_VERSION="${CONNECTOR_KUBECONFORM_VERSION:-v0.8.0}"
+HELM_DOCS_VERSION="${CONNECTOR_HELM_DOCS_VERSION:-v1.14.2}"
+
+HOME_DIR="${CONNECTOR_DEVSTACK_HOME:-${HOME}/.cache/kafka-8x8-connector}"
+BIN_DIR="${HOME_DIR}/bin"
+mkdir -p "${BIN_DIR}"
+
+if ! command -v go >/dev/null 2>&1; then
+    echo "devstack/tools/install.sh: the 'go' command is needed to build helm and kubeconform" >&2
+    exit 1
+fi
+
+export GOPATH="${HOME_DIR}/go"
+export GOMODCACHE="${HOME_DIR}/go/mod"
+export GOCACHE="${HOME_DIR}/go/build-cache"
+export GOBIN="${BIN_DIR}"
+export CGO_ENABLED=0
+# Build outside any go.mod, never touching the checkout.
+export GOFLAGS="-trimpath"
+unset GOWORK || true
+
+# install NAME PACKAGE@VERSION [LDFLAGS]
+install_tool() {
+    local name="$1" pkg="$2" ldflags="${3:-}"
+    local stamp="${BIN_DIR}/.${name}.version"
+    if [[ -x "${BIN_DIR}/${name}" && -f "${stamp}" && "$(cat "${stamp}")" == "${pkg}" ]]; then
+        echo "${name}: ${pkg} already installed in ${BIN_DIR}"
+        return 0
+    fi
+    echo "${name}: building ${pkg} (first time takes a few minutes)..."
+    local start=${SECONDS}
+    (cd "${HOME_DIR}" && go install -ldflags="${ldflags}" "${pkg}")
+    printf '%s' "${pkg}" >"${stamp}"
+    echo "${name}: installed ${BIN_DIR}/${name} in $((SECONDS - start))s"
+}
+
+install_tool helm "${HELM_MODULE}/cmd/helm@${HELM_VERSION}" \
+    "-s -w -X ${HELM_MODULE}/internal/version.version=${HELM_VERSION}"
+install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@${KUBECONFORM_VERSION}" "-s -w"
+if [[ "${CONNECTOR_SKIP_HELM_DOCS:-}" != "1" ]]; then
+    install_tool helm-docs "github.com/norwoodj/helm-docs/cmd/helm-docs@${HELM_DOCS_VERSION}" "-s -w" ||
+        echo "helm-docs: not installed (optional: the chart README's values table is checked by a test)" >&2
+fi
+
+"${BIN_DIR}/helm" version --short
+echo "kubeconform $("${BIN_DIR}/kubeconform" -v)"
+echo "tools in ${BIN_DIR}"

@@ -1,0 +1,122 @@
+"""Shared fixtures: settings with per-test topic names, the real Kafka and registry, a worker process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connector.config import Settings, load_settings
+
+KAFKA = os.environ.get("CONNECTOR_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+REGISTRY = os.environ.get("CONNECTOR_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7")
+
+
+@pytest.fixture(scope="session")
+def kafka() -> str:
+    """The bootstrap address of the broker `make test` started; fails (never skips) when it is down."""
+    host, port = KAFKA.split(",")[0].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        pytest.fail(f"Kafka is not reachable at {KAFKA} ({exc}); start it with `make stack`")
+    return KAFKA
+
+
+@pytest.fixture(scope="session")
+def registry() -> str:
+    """The Schema Registry URL `make test` started; fails (never skips) when it is down."""
+    try:
+        httpx.get(f"{REGISTRY}/subjects", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        pytest.fail(f"Schema Registry is not reachable at {REGISTRY} ({exc}); start it with `make stack`")
+    return REGISTRY
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings_env(kafka: str, registry: str, unique: str, tmp_path: Path) -> dict[str, str]:
+    """CONNECTOR_* variables of a connector with its own topics, group and state, for this test only."""
+    prefix = f"t{unique}"
+    return {
+        "CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "CONNECTOR_SCHEMA_REGISTRY_URL": registry,
+        "CONNECTOR_KAFKA_PARTITIONS": "4",
+        "CONNECTOR_APP_ID": f"{prefix}-connector",
+        "CONNECTOR_DATA_DIR": str(tmp_path / "data"),
+        "CONNECTOR_TOPIC_COMMANDS": f"{prefix}.chat.commands",
+        "CONNECTOR_TOPIC_COMMAND_RESULTS": f"{prefix}.chat.command-results",
+        "CONNECTOR_TOPIC_COMMANDS_DLQ": f"{prefix}.chat.commands.dlq",
+        "CONNECTOR_TOPIC_EVENTS": f"{prefix}.chat.events",
+        "CONNECTOR_TOPIC_TRANSCRIPTS": f"{prefix}.chat.transcripts",
+        "CONNECTOR_TOPIC_WEBHOOKS_RAW": f"{prefix}.chat.webhooks.raw",
+        "CONNECTOR_WEB_PORT": str(free_port()),
+        "CONNECTOR_WEB_HOST": "127.0.0.1",
+    }
+
+
+@pytest.fixture
+def settings(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in settings_env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start `connector worker` processes with the given env; they are killed at the end of the test."""
+    processes: list[subprocess.Popen] = []
+
+    def start(env: dict[str, str], *, wait_ready: bool = True, timeout: float = 60.0) -> subprocess.Popen:
+        log = open(tmp_path / f"worker-{len(processes)}.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connector", "worker"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(process)
+        if wait_ready:
+            wait_until_ready(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}", process, timeout, log.name)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen, timeout: float, log_path: str) -> None:
+    """Wait until GET /readyz answers 200, or fail with the tail of the worker's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    tail = Path(log_path).read_text(errors="replace")[-4000:]
+    pytest.fail(f"worker at {base_url} not ready in {timeout}s (exit {process.poll()}):\n{tail}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
