@@ -63,6 +63,7 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         web_in_thread=False,
+        **({"canonical_url": settings.web_canonical_url} if settings.web_canonical_url else {}),
         broker_client_id=settings.kafka_client_id,
         table_cleanup_interval=30.0,
         stream_wait_empty=True,

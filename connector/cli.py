@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from connector.config import ConfigError, Settings, load_settings
+from connector.sandbox.cli import sandbox_command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka <-> 8x8 Contact Center chat connector.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the connector.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Avro schemas in the Schema Registry.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
+app.command("sandbox")(sandbox_command)
 
 
 def load_or_exit() -> Settings:
@@ -61,6 +63,155 @@ def worker() -> None:
 
 
 # --- events (webhook ingress): `connector events ...` -----------------------------------------
+events_app = typer.Typer(no_args_is_help=True, help="Normalised 8x8 chat events on Kafka.")
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("tail")
+def events_tail(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record, not the newest."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after this many records."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0.1, help="Stop after this many idle seconds."),
+) -> None:
+    """Print the ChatEvent records of chat.events, decoded through the Schema Registry."""
+    from connector.tail import tail
+
+    settings = load_or_exit()
+    try:
+        tail(settings, from_beginning=from_beginning, limit=limit, timeout_s=timeout, echo=typer.echo, as_json=as_json)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # kafka-python and the registry client raise many kinds
+        typer.echo(f"error: cannot tail {settings.topic_events}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
 
 
 # --- send / conversations (command processor): `connector send ...`, `connector conversations ...`
+send_app = typer.Typer(no_args_is_help=True, help="Publish conversation commands to chat.commands.")
+conversations_app = typer.Typer(no_args_is_help=True, help="Conversations as the workers know them.")
+app.add_typer(send_app, name="send")
+app.add_typer(conversations_app, name="conversations")
+
+_WAIT = typer.Option(False, "--wait", help="Wait for the CommandResult, print it as JSON, exit 1 if it FAILED.")
+_TIMEOUT = typer.Option(60.0, "--timeout", min=0.1, help="Seconds --wait waits for the result.")
+
+
+@send_app.command("start")
+def send_start(
+    ref: str = typer.Option(..., "--ref", help="Your conversation reference (the record key)."),
+    name: str = typer.Option(..., "--name", help="Customer name the agent sees."),
+    email: str | None = typer.Option(None, "--email"),
+    phone: str | None = typer.Option(None, "--phone"),
+    company: str | None = typer.Option(None, "--company"),
+    case_id: str | None = typer.Option(None, "--case-id"),
+    customer_id: str | None = typer.Option(None, "--customer-id"),
+    language: str | None = typer.Option(None, "--language"),
+    prop: list[str] = typer.Option([], "--property", help="KEY=VALUE customer property; repeatable."),
+    channel: str | None = typer.Option(None, "--channel", help="8x8 channel (default: CONNECTOR_PLATFORM_CHANNEL_ID)."),
+    text: str | None = typer.Option(None, "--text", help="The customer's first message, sent after the start."),
+    wait: bool = _WAIT,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """Start a conversation with a contact-center agent."""
+    properties = {}
+    for item in prop:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            typer.echo(f"error: --property {item!r} is not KEY=VALUE", err=True)
+            raise typer.Exit(2)
+        properties[key] = value
+    fields = dict(
+        name=name, email=email, phone=phone, company=company, case_id=case_id,
+        customer_id=customer_id, language=language, properties=properties, channel_id=channel,
+    )
+    _send(lambda publisher: [publisher.start(ref, **fields)] + ([publisher.message(ref, text)] if text else []), wait, timeout)
+
+
+@send_app.command("message")
+def send_message(
+    ref: str = typer.Option(..., "--ref"),
+    text: str = typer.Option(..., "--text"),
+    bot: bool = typer.Option(False, "--bot", help="Send as a bot message instead of the customer."),
+    wait: bool = _WAIT,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """Send a customer (or bot) message into the conversation."""
+    _send(lambda publisher: [publisher.message(ref, text, author_type="BOT" if bot else "USER")], wait, timeout)
+
+
+@send_app.command("end")
+def send_end(
+    ref: str = typer.Option(..., "--ref"),
+    reason: str | None = typer.Option(None, "--reason"),
+    wait: bool = _WAIT,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """End the conversation (the customer leaves; frees the agent)."""
+    _send(lambda publisher: [publisher.end(ref, reason=reason)], wait, timeout)
+
+
+@send_app.command("transcript")
+def send_transcript(ref: str = typer.Option(..., "--ref"), wait: bool = _WAIT, timeout: float = _TIMEOUT) -> None:
+    """Have the conversation read back from 8x8 and published to chat.transcripts."""
+    _send(lambda publisher: [publisher.fetch_transcript(ref)], wait, timeout)
+
+
+@conversations_app.command("show")
+def conversations_show(
+    ref: str = typer.Argument(..., help="The conversation reference."),
+    url: str | None = typer.Option(None, "--url", help="A worker's web URL (default: this host's CONNECTOR_WEB_PORT)."),
+) -> None:
+    """Print what the workers know of one conversation, as JSON (any worker answers for any ref)."""
+    import json
+    from urllib.parse import quote
+
+    import httpx
+
+    settings = load_or_exit()
+    base = url or f"http://127.0.0.1:{settings.web_port}"
+    try:
+        response = httpx.get(f"{base.rstrip('/')}/conversations/{quote(ref, safe='')}", timeout=10)
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: no worker answers at {base}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if response.status_code == 404:
+        typer.echo(f"error: no conversation with ref {ref}", err=True)
+        raise typer.Exit(1)
+    if not response.is_success:
+        typer.echo(f"error: {base} answered {response.status_code}: {response.text[:200]}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(response.json(), ensure_ascii=False, sort_keys=True))
+
+
+def _send(publish, wait: bool, timeout: float) -> None:
+    """Publish with a CommandPublisher; with --wait, print each result as one JSON line, exit 1 on FAILED."""
+    import json
+
+    from connector.client import CommandPublisher, ResultWatcher, plain
+
+    settings = load_or_exit()
+    try:
+        watcher = ResultWatcher(settings) if wait else None
+        with CommandPublisher(settings) as publisher:
+            command_ids = publish(publisher)
+    except Exception as exc:  # kafka-python and the registry client raise many kinds
+        typer.echo(f"error: cannot publish to {settings.topic_commands}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if watcher is None:
+        for command_id in command_ids:
+            typer.echo(command_id)
+        return
+    with watcher:
+        results = watcher.wait(command_ids, timeout)
+    failed = False
+    for command_id in command_ids:
+        result = results.get(command_id)
+        if result is None:
+            typer.echo(f"error: no result for command {command_id} within {timeout}s", err=True)
+            raise typer.Exit(1)
+        typer.echo(json.dumps(plain(result), ensure_ascii=False, sort_keys=True))
+        failed = failed or result["status"] == "FAILED"
+    if failed:
+        raise typer.Exit(1)

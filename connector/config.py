@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     )
     web_host: str = Field("0.0.0.0", description="Address the worker's web server binds.")
     web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server (webhooks, health, metrics).")
+    web_canonical_url: str | None = Field(
+        None,
+        description="URL other workers use to reach this one (table routes), e.g. http://pod-0.svc:6066; "
+        "default http://<host name>:<web port>.",
+    )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
 
     # --- 8x8 platform --------------------------------------------------------------------------

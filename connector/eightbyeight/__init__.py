@@ -1,0 +1,57 @@
+"""The 8x8 chat APIs behind one interface: `open_platform(settings)` gives the configured generation."""
+
+from __future__ import annotations
+
+import httpx
+
+from connector.config import Generation, Settings
+from connector.eightbyeight.auth import OAuthToken, api_key_headers
+from connector.eightbyeight.base import InvalidCommand, NewConversation, Platform, PlatformError, ReadBack
+from connector.eightbyeight.chat_api_v2 import ChatApiV2
+from connector.eightbyeight.chat_gateway_v1 import ChatGatewayV1
+from connector.eightbyeight.http import ApiClient
+from connector.eightbyeight.retry import Attempted, RetryPolicy, retrying
+
+__all__ = [
+    "Attempted",
+    "InvalidCommand",
+    "NewConversation",
+    "Platform",
+    "PlatformError",
+    "ReadBack",
+    "RetryPolicy",
+    "open_platform",
+    "retrying",
+]
+
+
+def open_platform(
+    settings: Settings,
+    *,
+    max_in_flight: int = 256,
+    token_refresh_margin_s: float = 60.0,
+    find_max_pages: int = 20,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Platform:
+    """The adapter of the configured generation, with one HTTP client (and one token) for the worker."""
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.platform_timeout_s),
+        limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
+        transport=transport,
+        headers={"User-Agent": "kafka-8x8-connector"},
+    )
+    api = ApiClient(client, max_in_flight)
+    key = settings.platform_api_key.get_secret_value()
+    base_url = settings.platform_base_url
+    if settings.platform_generation is Generation.CHAT_API_V2:
+        token = OAuthToken(
+            api,
+            f"{base_url.rstrip('/')}/oauth/v2/token",
+            key,
+            settings.platform_api_secret.get_secret_value(),
+            refresh_margin_s=token_refresh_margin_s,
+        )
+        return ChatApiV2(api, token, base_url, settings.platform_region, settings.platform_tenant_id)
+    return ChatGatewayV1(
+        api, api_key_headers(key, settings.platform_tenant_id), base_url, find_max_pages=find_max_pages
+    )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the deployment tools that tests/deploy/ needs: helm and kubeconform (and helm-docs,
-# optional). They are built from source with `go install` through the Go module proxy (the only
-# way to get them here: no download of release binaries), into a cache OUTSIDE the checkout:
+# Installs the deployment tools that tests/deploy/ needs: helm, kubeconform and helm-docs (which
+# writes the values table of helm/kafka-8x8-connector/README.md from values.yaml). They are built
+# from source with `go install` through the Go module proxy (no download of release binaries),
+# into a cache OUTSIDE the checkout:
 #
 #   ${CONNECTOR_DEVSTACK_HOME:-$HOME/.cache/kafka-8x8-connector}/bin/{helm,kubeconform,helm-docs}
 #
@@ -22,11 +23,6 @@ HOME_DIR="${CONNECTOR_DEVSTACK_HOME:-${HOME}/.cache/kafka-8x8-connector}"
 BIN_DIR="${HOME_DIR}/bin"
 mkdir -p "${BIN_DIR}"
 
-if ! command -v go >/dev/null 2>&1; then
-    echo "devstack/tools/install.sh: the 'go' command is needed to build helm and kubeconform" >&2
-    exit 1
-fi
-
 export GOPATH="${HOME_DIR}/go"
 export GOMODCACHE="${HOME_DIR}/go/mod"
 export GOCACHE="${HOME_DIR}/go/build-cache"
@@ -40,25 +36,29 @@ unset GOWORK || true
 install_tool() {
     local name="$1" pkg="$2" ldflags="${3:-}"
     local stamp="${BIN_DIR}/.${name}.version"
-    if [[ -x "${BIN_DIR}/${name}" && -f "${stamp}" && "$(cat "${stamp}")" == "${pkg}" ]]; then
+    if [[ -x "${BIN_DIR}/${name}" && -f "${stamp}" && "$(cat "${stamp}")" == "${pkg} ${ldflags}" ]]; then
         echo "${name}: ${pkg} already installed in ${BIN_DIR}"
         return 0
     fi
-    echo "${name}: building ${pkg} (first time takes a few minutes)..."
+    if ! command -v go >/dev/null 2>&1; then
+        echo "devstack/tools/install.sh: the 'go' command is needed to build ${name}" >&2
+        exit 1
+    fi
+    echo "${name}: building ${pkg} (helm takes about 5 minutes on 2 cores the first time)..."
     local start=${SECONDS}
     (cd "${HOME_DIR}" && go install -ldflags="${ldflags}" "${pkg}")
-    printf '%s' "${pkg}" >"${stamp}"
+    printf '%s' "${pkg} ${ldflags}" >"${stamp}"
     echo "${name}: installed ${BIN_DIR}/${name} in $((SECONDS - start))s"
 }
 
 install_tool helm "${HELM_MODULE}/cmd/helm@${HELM_VERSION}" \
     "-s -w -X ${HELM_MODULE}/internal/version.version=${HELM_VERSION}"
-install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@${KUBECONFORM_VERSION}" "-s -w"
-if [[ "${CONNECTOR_SKIP_HELM_DOCS:-}" != "1" ]]; then
-    install_tool helm-docs "github.com/norwoodj/helm-docs/cmd/helm-docs@${HELM_DOCS_VERSION}" "-s -w" ||
-        echo "helm-docs: not installed (optional: the chart README's values table is checked by a test)" >&2
-fi
+install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@${KUBECONFORM_VERSION}" \
+    "-s -w -X main.version=${KUBECONFORM_VERSION}"
+install_tool helm-docs "github.com/norwoodj/helm-docs/cmd/helm-docs@${HELM_DOCS_VERSION}" \
+    "-s -w -X main.version=${HELM_DOCS_VERSION#v}"
 
 "${BIN_DIR}/helm" version --short
 echo "kubeconform $("${BIN_DIR}/kubeconform" -v)"
+"${BIN_DIR}/helm-docs" --version
 echo "tools in ${BIN_DIR}"

@@ -1,0 +1,51 @@
+# The two commands of README.md: `make dev` (the connector on the local stack) and `make test`.
+# Everything they need is fetched by the project itself: the venv from PyPI, Kafka and the
+# registry from Maven Central (devstack/), helm and kubeconform from the Go module proxy.
+
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+CONNECTOR := $(VENV)/bin/connector
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: dev test stack stop status venv setup tools bench clean
+
+dev: setup ## Run the connector on the local stack: Kafka, registry, 8x8 sandbox, worker
+	$(CONNECTOR) dev
+
+test: setup tools ## The whole test suite against the real broker and registry
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+setup: venv stack ## venv + stack + topics + schemas
+	$(CONNECTOR) topics create
+	$(CONNECTOR) schemas register
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev,rocksdb]'
+	touch $(STAMP)
+
+stack: ## Start Kafka (KRaft) and Apicurio Registry on 127.0.0.1 (idempotent)
+	devstack/stack up
+
+stop: ## Stop everything the project started
+	devstack/stack down
+
+status:
+	devstack/stack status
+
+tools: ## helm and kubeconform for the chart tests
+	devstack/tools/install.sh
+
+bench: setup ## The benchmarks of bench/, each prints its figures and its ratio to a baseline
+	$(PY) bench/sandbox.py
+	$(PY) bench/ingress.py
+	$(PY) bench/commands.py
+
+clean:
+	rm -rf $(VENV) connector-data

@@ -1,0 +1,648 @@
+"""The command agent: runs `chat.commands` against 8x8 in per-conversation lanes, one result per command.
+
+One Faust agent (concurrency 1) decodes each record and hands it to the lane of its ref: commands
+of a ref run strictly in order, refs run in parallel, bounded by requests in flight and by the
+commands buffered. A record's offset is acked only when it and every earlier record of its
+partition are finished (`connector.lanes.InOrderAcks`), so a crash replays unfinished work and
+never skips it. Replayed commands are answered from the table (their ids are remembered per ref)
+without calling 8x8 again; a create whose outcome is unknown is first looked up by connectorRef.
+
+Table writes from a lane go to the changelog partition of the command's own record: the lane sets
+that record as Faust's current event for the (synchronous) read-modify-write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import faust.streams
+from prometheus_client import Counter, Gauge
+
+from connector import status, transcripts
+from connector.app import Connector
+from connector.eightbyeight import (
+    InvalidCommand,
+    NewConversation,
+    Platform,
+    PlatformError,
+    RetryPolicy,
+    open_platform,
+    retrying,
+)
+from connector.schemas import SchemaError
+from connector.status import CommandKind, Conversation, Status
+
+__all__ = [
+    "AUTO_END_PREFIX",
+    "Command",
+    "CommandProcessor",
+    "CommandSettings",
+    "auto_end_due",
+    "install",
+    "parse_command",
+]
+
+logger = logging.getLogger(__name__)
+
+# Command ids of the EndConversation commands the auto-end policy publishes: `auto-end:<ref>:<agent_left_at>`.
+AUTO_END_PREFIX = "auto-end:"
+
+RESULTS = Counter(
+    "connector_command_results_total",
+    "Command results published, by command type, status, and whether it re-emits an earlier result.",
+    ["command_type", "status", "duplicate"],
+)
+DLQ_RECORDS = Counter("connector_commands_dlq_total", "Records sent to the command DLQ, by error code.", ["code"])
+TABLE_ENTRIES = Gauge("connector_table_entries", "Entries in a table held by this worker.", ["table"])
+LANES_BUFFERED = Gauge("connector_command_lanes_buffered", "Commands accepted by the lanes and not finished.")
+LANES_ACTIVE = Gauge("connector_command_lanes_active", "Conversation refs with commands in their lane.")
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    """The command processor's knobs, read from Settings where it has them, else these defaults."""
+
+    max_attempts: int = 5
+    retry_max_s: float = 30.0
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 5.0
+    max_in_flight: int = 256
+    max_buffered: int = 10_000
+    auto_end_s: float = 0.0
+    transcript_on_end: bool = True
+    token_refresh_margin_s: float = 60.0
+    find_max_pages: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CommandSettings:
+        """Each field from `settings.<prefix><field>` if present (see _SETTING_NAMES), else the default."""
+        values = {
+            name: getattr(settings, setting, getattr(cls, name)) for name, setting in _SETTING_NAMES.items()
+        }
+        return cls(**values)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.retry_max_s, self.backoff_base_s, self.backoff_cap_s)
+
+
+_SETTING_NAMES = {
+    "max_attempts": "command_max_attempts",
+    "retry_max_s": "command_retry_max_s",
+    "backoff_base_s": "command_backoff_base_s",
+    "backoff_cap_s": "command_backoff_cap_s",
+    "max_in_flight": "command_max_in_flight",
+    "max_buffered": "command_max_buffered",
+    "auto_end_s": "command_auto_end_s",
+    "transcript_on_end": "command_transcript_on_end",
+    "token_refresh_margin_s": "platform_token_refresh_margin_s",
+    "find_max_pages": "platform_find_max_pages",
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    """A decoded ConversationCommand: its id, ref, kind and the fields of its kind."""
+
+    command_id: str
+    ref: str
+    kind: CommandKind
+    body: dict[str, Any]
+
+
+def parse_command(record: dict[str, Any], key: str | None) -> Command:
+    """The command in a decoded record; InvalidCommand says what is wrong with it."""
+    command_id = record.get("command_id") or ""
+    ref = record.get("conversation_ref") or ""
+    if not command_id.strip():
+        raise InvalidCommand("command_id is empty")
+    if not ref.strip():
+        raise InvalidCommand("conversation_ref is empty")
+    if key != ref:
+        raise InvalidCommand(f"the record key {key!r} is not the conversation_ref {ref!r}; the key must be the ref")
+    name, body = record["command"]
+    kind = _KINDS.get(name.rsplit(".", 1)[-1])
+    if kind is None:
+        raise InvalidCommand(f"unknown command {name}")
+    return Command(command_id, ref, kind, body)
+
+
+_KINDS = {
+    "StartConversation": CommandKind.START_CONVERSATION,
+    "SendMessage": CommandKind.SEND_MESSAGE,
+    "EndConversation": CommandKind.END_CONVERSATION,
+    "FetchTranscript": CommandKind.FETCH_TRANSCRIPT,
+}
+
+
+def new_conversation(command: Command, default_channel: str) -> NewConversation:
+    """The create request of a StartConversation command."""
+    customer = command.body["customer"]
+    assignment = command.body.get("assignment")
+    return NewConversation(
+        ref=command.ref,
+        channel_id=command.body.get("channel_id") or default_channel,
+        name=customer["name"],
+        customer_id=customer.get("customer_id"),
+        email=customer.get("email"),
+        phone=customer.get("phone"),
+        company=customer.get("company"),
+        case_id=customer.get("case_id"),
+        language=customer.get("language"),
+        properties=dict(customer.get("properties") or {}),
+        history=[(m["text"], m.get("author_type", "USER").lower()) for m in command.body.get("history") or ()],
+        assignment=(assignment["type"].lower(), assignment["id"]) if assignment else None,
+    )
+
+
+def auto_end_due(conversation: Conversation, now_ms: int, after_s: float) -> bool:
+    """True when the auto-end policy should end it: agent left `after_s` ago, no transfer, no customer message since."""
+    if after_s <= 0 or conversation.status is not Status.AGENT_LEFT or conversation.agent_left_at is None:
+        return False
+    if conversation.last_customer_message_at is not None and conversation.last_customer_message_at >= conversation.agent_left_at:
+        return False
+    return now_ms - conversation.agent_left_at >= after_s * 1000
+
+
+@dataclass
+class _Job:
+    """One record in a lane: the Faust event, its command, and the call that marks it finished."""
+
+    event: faust.EventT
+    command: Command
+    done: Callable[[], None]
+
+
+class CommandProcessor:
+    """Decodes, routes, executes and answers commands; owns the 8x8 adapter and the lanes."""
+
+    def __init__(self, connector: Connector, config: CommandSettings, platform: Platform | None = None) -> None:
+        from connector.lanes import InOrderAcks, Lanes
+
+        self.connector = connector
+        self.config = config
+        self.platform = platform or open_platform(
+            connector.settings,
+            max_in_flight=config.max_in_flight,
+            token_refresh_margin_s=config.token_refresh_margin_s,
+            find_max_pages=config.find_max_pages,
+        )
+        self.policy = config.retry_policy()
+        self.lanes: Lanes[str, _Job] = Lanes(self._execute, config.max_buffered)
+        self.acks = InOrderAcks()
+        self._auto_ending: set[str] = set()
+        self._started = False
+
+    async def ready(self) -> bool:
+        """Ready once the schemas are registered (for the worker's /readyz)."""
+        return self._started
+
+    async def start(self) -> None:
+        """Register the schemas, retrying while the registry is unreachable."""
+        delay = 0.5
+        while True:
+            try:
+                await self.connector.codec.start()
+                self._started = True
+                return
+            except Exception as exc:  # the registry client raises several kinds
+                logger.warning("schema registry not ready (%s); retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def submit(self, event: faust.EventT) -> None:
+        """Take one record from the stream: answer a poison record at once, queue a command in its lane."""
+        message = event.message
+        done = self.acks.track(message.tp, event.ack)
+        key = message.key.decode("utf-8", "replace") if message.key is not None else None
+        # A record without a usable command id is answered under `<topic>:<partition>:<offset>`.
+        record_id = f"{message.topic}:{message.partition}:{message.offset}"
+        try:
+            record = await self.connector.codec.decode("ConversationCommand", message.value)
+        except SchemaError as exc:
+            self._reject_record(event, key or "", record_id, "UNDECODABLE", exc)
+            done()
+            return
+        try:
+            command = parse_command(record, key)
+        except InvalidCommand as exc:
+            self._reject_record(event, key or "", record.get("command_id") or record_id, "INVALID_COMMAND", exc)
+            done()
+            return
+        await self.lanes.put(command.ref, _Job(event, command, done))
+
+    # --- one command ------------------------------------------------------------------------------
+
+    async def _execute(self, job: _Job) -> None:
+        try:
+            await self._run(job)
+        except Exception as exc:  # a bug must still answer the command and must not stop the lane
+            logger.exception("command %s of %s failed unexpectedly", job.command.command_id, job.command.ref)
+            self._finish(job, self._result(job.command, "FAILED", error_code="INTERNAL_ERROR", error_message=f"{type(exc).__name__}: {exc}"))
+        finally:
+            job.done()
+
+    async def _run(self, job: _Job) -> None:
+        command = job.command
+        existing = self._read(command.ref)
+        if existing is not None and command.command_id in existing.recent_commands:
+            stored = existing.recent_commands[command.command_id]
+            self._publish_result(job, _recalled(command.ref, command.command_id, stored), duplicate=True)
+            return
+        if command.command_id.startswith(AUTO_END_PREFIX):
+            self._auto_ending.discard(command.ref)
+            if existing is None or not auto_end_due(existing, _now(), self.config.auto_end_s):
+                await self._refuse(job, "AUTO_END_CANCELLED", "the agent came back or the customer wrote: not ended")
+                return
+        resuming = (
+            command.kind is CommandKind.START_CONVERSATION
+            and existing is not None
+            and existing.status is Status.CREATING
+            and existing.conversation_id is None
+        )
+        reason = None if resuming else status.check_command(existing, command.kind)
+        if reason is not None:
+            await self._refuse(job, _rule_code(existing, command.kind), reason)
+            return
+        if command.kind is CommandKind.START_CONVERSATION:
+            await self._start(job, existing)
+        elif command.kind is CommandKind.SEND_MESSAGE:
+            assert existing is not None and existing.conversation_id is not None
+            body = command.body
+            await self._call(job, existing.conversation_id, lambda cid: self.platform.send(cid, body["text"], body.get("author_type", "USER").lower()))
+        elif command.kind is CommandKind.END_CONVERSATION:
+            assert existing is not None and existing.conversation_id is not None
+            if await self._call(job, existing.conversation_id, self.platform.end) and self.config.transcript_on_end:
+                await self._transcript(job, existing.conversation_id, "ENDED", quiet=True)
+        else:
+            assert existing is not None and existing.conversation_id is not None
+            await self._fetch_transcript(job, existing.conversation_id)
+
+    async def _start(self, job: _Job, existing: Conversation | None) -> None:
+        command = job.command
+        try:
+            request = new_conversation(command, self.connector.settings.platform_channel_id)
+            self.platform.check(request)
+        except InvalidCommand as exc:
+            await self._refuse(job, "INVALID_COMMAND", str(exc))
+            return
+        now = _now()
+        # A create was tried before for this ref (crash, or unknown outcome): look it up before creating.
+        unsure = existing is not None and existing.conversation_id is None and existing.created_at > 0
+        creating = Conversation(
+            ref=command.ref,
+            status=Status.CREATING,
+            generation=self.platform.generation,
+            channel_id=request.channel_id,
+            created_at=existing.created_at if unsure and existing else now,
+            updated_at=now,
+            recent_commands=existing.recent_commands if existing else {},
+        )
+        # Durable before the call: after a crash the table must say a create may have happened.
+        await self._write(job, lambda current: creating)
+
+        async def create_once() -> str:
+            nonlocal unsure
+            if unsure:
+                found = await self.platform.find_by_ref(command.ref)
+                if found is not None:
+                    return found
+                unsure = False
+            try:
+                return await self.platform.create(request)
+            except PlatformError as exc:
+                unsure = exc.outcome_unknown
+                raise
+
+        try:
+            attempted = await retrying(self.policy, create_once)
+        except (PlatformError, InvalidCommand) as exc:
+            result = self._failure(command, exc)
+            reason = result["error_message"]
+            if isinstance(exc, PlatformError) and unsure:
+                reason = f"{reason} (the create may have reached 8x8; the next start for this ref looks it up first)"
+            await self._write(job, lambda current: _after_failure(current or creating, reason, _now()).remember(command.command_id, _remembered(result)))
+            self._finish(job, result)
+            return
+        conversation_id = attempted.value
+        result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempted.attempts)
+        await self._write(
+            job,
+            lambda current: status.after_command(
+                current or creating,
+                CommandKind.START_CONVERSATION,
+                _now(),
+                ref=command.ref,
+                conversation_id=conversation_id,
+                generation=self.platform.generation,
+                channel_id=request.channel_id,
+            ).remember(command.command_id, _remembered(result)),
+        )
+        self._publish_mapping(conversation_id, command.ref)
+        self._finish(job, result)
+
+    async def _call(self, job: _Job, conversation_id: str, call: Callable[[str], Any]) -> bool:
+        """Send/end with retries, then record the outcome; True when 8x8 accepted it."""
+        command = job.command
+        try:
+            attempted = await retrying(self.policy, lambda: call(conversation_id))
+        except PlatformError as exc:
+            result = self._failure(command, exc, conversation_id=conversation_id)
+            await self._write(job, lambda current: _remember(current, command, result))
+            self._finish(job, result)
+            return False
+        result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempted.attempts)
+        await self._write(
+            job,
+            lambda current: status.after_command(current, command.kind, _now()).remember(command.command_id, _remembered(result)),
+        )
+        self._finish(job, result)
+        return True
+
+    async def _fetch_transcript(self, job: _Job, conversation_id: str) -> None:
+        command = job.command
+        error = await self._transcript(job, conversation_id, "REQUESTED", quiet=False)
+        if error is None:
+            result = self._result(command, "SUCCEEDED", conversation_id=conversation_id)
+        else:
+            result = self._failure(command, error, conversation_id=conversation_id)
+        await self._write(job, lambda current: _remember(current, command, result))
+        self._finish(job, result)
+
+    async def _transcript(self, job: _Job, conversation_id: str, reason: str, *, quiet: bool) -> PlatformError | None:
+        """Read the conversation back and publish its transcript; the error if that failed."""
+        try:
+            attempted = await retrying(self.policy, lambda: self.platform.read_back(conversation_id))
+        except PlatformError as exc:
+            if quiet:
+                logger.warning("no transcript for %s: %s", job.command.ref, exc.message)
+            return exc
+        record = transcripts.record(
+            job.command.ref, conversation_id, self.platform.generation, reason, job.command.command_id, attempted.value, _now()
+        )
+        self.connector.transcripts.send_soon(
+            key=job.command.ref.encode(), value=self.connector.codec.encode("ConversationTranscript", record)
+        )
+        return None
+
+    async def _refuse(self, job: _Job, code: str, reason: str) -> None:
+        """A FAILED result for a command that makes no sense now; nothing is sent to 8x8."""
+        command = job.command
+        result = self._result(command, "FAILED", error_code=code, error_message=reason)
+        await self._write(job, lambda current: _remember(current, command, result))
+        self._finish(job, result)
+
+    # --- table, results, DLQ --------------------------------------------------------------------
+
+    def _read(self, ref: str) -> Conversation | None:
+        value = self.connector.conversations.get(ref)
+        return Conversation.from_dict(value) if value else None
+
+    async def _write(self, job: _Job, change: Callable[[Conversation | None], Conversation]) -> None:
+        """Apply `change` to the current entry (read and written with no await between) and wait until the
+        changelog record is stored, so that nothing is announced before the state that explains it."""
+        table = self.connector.conversations
+        ref = job.command.ref
+        with _current_event(job.event):
+            value = change(self._read(ref)).to_dict()
+            future = table.send_changelog(table.partition_for_key(ref), ref, value)
+            table.data[ref] = value
+        await future
+
+    def _finish(self, job: _Job, result: dict[str, Any]) -> None:
+        self._publish_result(job, result, duplicate=False)
+        if result["status"] == "FAILED":
+            message = job.event.message
+            self._dead_letter(job.event, message.key, result["error_code"], "CommandFailed", result["error_message"] or "")
+
+    def _publish_result(self, job: _Job, result: dict[str, Any], *, duplicate: bool) -> None:
+        result = {**result, "duplicate": duplicate}
+        self.connector.command_results.send_soon(
+            key=result["conversation_ref"].encode(), value=self.connector.codec.encode("CommandResult", result)
+        )
+        RESULTS.labels(result["command_type"], result["status"], str(duplicate).lower()).inc()
+
+    def _publish_mapping(self, conversation_id: str, ref: str) -> None:
+        """Tell the event agent which ref an 8x8 id belongs to (it alone writes the `refs` table)."""
+        mapping = {
+            "kind": "REF_MAPPING",
+            "generation": self.platform.generation,
+            "body": b"",
+            "headers": {},
+            "received_at": _now(),
+            "conversation_ref": ref,
+        }
+        self.connector.webhooks_raw.send_soon(
+            key=conversation_id.encode(), value=self.connector.codec.encode("RawWebhook", mapping)
+        )
+
+    def _reject_record(self, event: faust.EventT, ref: str, command_id: str, code: str, exc: Exception) -> None:
+        """A record that is not a usable command: FAILED result (key: its key) and the DLQ."""
+        result = {
+            "command_id": command_id,
+            "conversation_ref": ref,
+            "command_type": "UNKNOWN",
+            "status": "FAILED",
+            "error_code": code,
+            "error_message": str(exc)[:1000],
+            "attempts": 0,
+            "duplicate": False,
+            "processed_at": _now(),
+        }
+        self.connector.command_results.send_soon(
+            key=event.message.key, value=self.connector.codec.encode("CommandResult", result)
+        )
+        RESULTS.labels("UNKNOWN", "FAILED", "false").inc()
+        self._dead_letter(event, event.message.key, code, type(exc).__name__, str(exc))
+
+    def _dead_letter(self, event: faust.EventT, key: bytes | None, code: str, error_class: str, text: str) -> None:
+        message = event.message
+        headers = list(_header_items(message.headers)) + [
+            ("connector.error.class", error_class.encode()),
+            ("connector.error.code", code.encode()),
+            ("connector.error.message", text[:1000].encode("utf-8", "replace")),
+            ("connector.source.topic", message.topic.encode()),
+            ("connector.source.partition", str(message.partition).encode()),
+            ("connector.source.offset", str(message.offset).encode()),
+        ]
+        self.connector.commands_dlq.send_soon(key=key, value=message.value, headers=headers)
+        DLQ_RECORDS.labels(code).inc()
+
+    def _result(self, command: Command, result_status: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "command_id": command.command_id,
+            "conversation_ref": command.ref,
+            "command_type": command.kind.value,
+            "status": result_status,
+            "conversation_id": None,
+            "generation": self.platform.generation,
+            "http_status": None,
+            "error_code": None,
+            "error_message": None,
+            "attempts": 0,
+            "duplicate": False,
+            "processed_at": _now(),
+            **fields,
+        }
+
+    def _failure(self, command: Command, exc: Exception, **fields: Any) -> dict[str, Any]:
+        if isinstance(exc, PlatformError):
+            return self._result(
+                command,
+                "FAILED",
+                http_status=exc.http_status,
+                error_code=exc.code,
+                error_message=exc.message,
+                attempts=exc.attempts,
+                **fields,
+            )
+        return self._result(command, "FAILED", error_code="INVALID_COMMAND", error_message=str(exc), **fields)
+
+    # --- timers ---------------------------------------------------------------------------------
+
+    async def auto_end(self) -> None:
+        """Publish an EndConversation for each owned conversation the auto-end policy says is due.
+
+        The command goes through chat.commands like any other, so its table writes land in the
+        right changelog partition and its lane keeps the ref's order; its id is deterministic, so a
+        second publication is answered as a duplicate.
+        """
+        app = self.connector.app
+        owned = app.assignor.assigned_actives()
+        topic = self.connector.commands.get_topic_name()
+        now = _now()
+        await self.connector.codec.start()
+        for ref, value in list(self.connector.conversations.items()):
+            if ref in self._auto_ending or not value:
+                continue
+            conversation = Conversation.from_dict(value)
+            if not auto_end_due(conversation, now, self.config.auto_end_s):
+                continue
+            if app.producer.key_partition(topic, ref.encode()) not in owned:
+                continue
+            self._auto_ending.add(ref)
+            record = {
+                "command_id": f"{AUTO_END_PREFIX}{ref}:{conversation.agent_left_at}",
+                "conversation_ref": ref,
+                "created_at": now,
+                "command": ("io.kafka8x8.chat.EndConversation", {"reason": "auto-end: the agent left"}),
+            }
+            await self.connector.commands.send(key=ref.encode(), value=self.connector.codec.encode("ConversationCommand", record))
+
+    def measure_tables(self) -> None:
+        TABLE_ENTRIES.labels("conversations").set(len(self.connector.conversations))
+        TABLE_ENTRIES.labels("refs").set(len(self.connector.refs))
+        LANES_BUFFERED.set(self.lanes.buffered)
+        LANES_ACTIVE.set(self.lanes.active)
+
+
+def install(connector: Connector) -> None:
+    """Add the command agent, the conversation view and the timers to the app."""
+    config = CommandSettings.from_settings(connector.settings)
+    processor = CommandProcessor(connector, config)
+    connector.extras["commands"] = processor
+    connector.extras.setdefault("readiness", {})["commands"] = processor.ready
+    app = connector.app
+
+    @app.agent(connector.commands, name="connector.commands", concurrency=1)
+    async def commands(stream: faust.StreamT) -> None:
+        await processor.start()
+        async for event in stream.noack().events():
+            await processor.submit(event)
+
+    @app.page("/conversations/{ref}")
+    @app.table_route(table=connector.conversations, match_info="ref")
+    async def conversation(web: Any, request: Any, ref: str) -> Any:
+        value = connector.conversations.get(ref)
+        if not value:
+            return web.json({"error": f"no conversation with ref {ref}"}, status=404)
+        return web.json(value)
+
+    @app.timer(interval=15.0)
+    async def table_sizes() -> None:
+        processor.measure_tables()
+
+    if config.auto_end_s > 0:
+
+        @app.timer(interval=max(1.0, min(config.auto_end_s / 4, 30.0)))
+        async def auto_end() -> None:
+            await processor.auto_end()
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _current_event(event: faust.EventT) -> Iterator[None]:
+    """Make `event` Faust's current event, so table writes go to its partition's changelog."""
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def _after_failure(conversation: Conversation, reason: str, now: int) -> Conversation:
+    """A start that failed: FAILED with the reason, unless 8x8 already gave it an id."""
+    if conversation.conversation_id is not None:
+        return conversation
+    return dataclasses.replace(conversation, status=Status.FAILED, error=reason, updated_at=now)
+
+
+def _remember(current: Conversation | None, command: Command, result: dict[str, Any]) -> Conversation:
+    """The entry with `result` remembered; a ref never started gets a FAILED placeholder to hold it."""
+    base = current or Conversation(ref=command.ref, status=Status.FAILED, error="no conversation was started for this ref")
+    return base.remember(command.command_id, _remembered(result))
+
+
+def _rule_code(existing: Conversation | None, kind: CommandKind) -> str:
+    """The error code of a command `status.check_command` refused."""
+    if existing is not None and existing.status is Status.ENDED:
+        return "ENDED"
+    if kind is CommandKind.START_CONVERSATION:
+        return "ALREADY_ACTIVE"
+    if existing is None or existing.conversation_id is None and existing.status is Status.FAILED:
+        return "NOT_STARTED"
+    return "STILL_CREATING"
+
+
+# A remembered result keeps only what is not a default, to keep 64 of them per ref small.
+_RESULT_DEFAULTS = {
+    "conversation_id": None,
+    "generation": None,
+    "http_status": None,
+    "error_code": None,
+    "error_message": None,
+    "attempts": 0,
+    "duplicate": False,
+}
+
+
+def _remembered(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in result.items()
+        if key not in ("conversation_ref", "command_id") and _RESULT_DEFAULTS.get(key, ...) != value
+    }
+
+
+def _recalled(ref: str, command_id: str, stored: dict[str, Any]) -> dict[str, Any]:
+    return {**_RESULT_DEFAULTS, **stored, "conversation_ref": ref, "command_id": command_id}
+
+
+def _header_items(headers: Any) -> Iterator[tuple[str, bytes]]:
+    items = headers.items() if isinstance(headers, dict) else headers or ()
+    for key, value in items:
+        yield key, value
+
+
+def _now() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,164 @@
+"""The one small interface every 8x8 chat generation implements, and the errors its calls raise.
+
+Each method makes one logical call to 8x8 and either returns what the connector needs or raises a
+`PlatformError` that says whether trying again may help. Retrying is the caller's job
+(`connector.eightbyeight.retry`), so that attempts, reconciliation and results live in one place.
+"""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CONNECTOR_REF",
+    "MAX_HISTORY",
+    "MAX_PROPERTIES",
+    "InvalidCommand",
+    "NewConversation",
+    "Platform",
+    "PlatformError",
+    "ReadBack",
+    "epoch_ms",
+]
+
+# The customer/user property that carries the enterprise's ref, stamped on every conversation created.
+CONNECTOR_REF = "connectorRef"
+MAX_PROPERTIES = 30
+MAX_HISTORY = 200
+
+
+@dataclass(frozen=True)
+class NewConversation:
+    """What a conversation is created with, whatever the generation."""
+
+    ref: str
+    channel_id: str
+    name: str
+    customer_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    case_id: str | None = None
+    language: str | None = None
+    properties: Mapping[str, str] = field(default_factory=dict)
+    # (text, "user" | "bot"), oldest first
+    history: Sequence[tuple[str, str]] = ()
+    # ("queue" | "script", id): Chat Gateway only
+    assignment: tuple[str, str] | None = None
+
+    def stamped_properties(self) -> dict[str, str]:
+        """The free-form properties with `connectorRef` set to the ref (the connector's stamp wins)."""
+        return {**{k: v for k, v in self.properties.items() if k != CONNECTOR_REF}, CONNECTOR_REF: self.ref}
+
+    def check(self) -> None:
+        """Raise InvalidCommand for what 8x8 would refuse anyway, before anything is sent."""
+        if not self.channel_id:
+            raise InvalidCommand("no channel: the command names none and CONNECTOR_PLATFORM_CHANNEL_ID is empty")
+        if len(self.stamped_properties()) > MAX_PROPERTIES:
+            raise InvalidCommand(
+                f"{len(self.stamped_properties())} customer properties ({CONNECTOR_REF} included); 8x8 allows {MAX_PROPERTIES}"
+            )
+        if len(self.history) > MAX_HISTORY:
+            raise InvalidCommand(f"{len(self.history)} history messages; 8x8 allows {MAX_HISTORY}")
+
+
+@dataclass(frozen=True)
+class ReadBack:
+    """A conversation as read back from 8x8, already in the ConversationTranscript record's shapes."""
+
+    status: str | None
+    conversation: dict[str, Any]
+    messages: list[dict[str, Any]]
+    participants: list[dict[str, Any]]
+    interactions: list[dict[str, Any]]
+
+
+class PlatformError(Exception):
+    """An 8x8 call that did not succeed; never carries a credential.
+
+    `retryable`: trying again may succeed (network error, timeout, 429, 5xx).
+    `outcome_unknown`: the request may have taken effect (sent, but no answer, or a 5xx).
+    `retry_after`: seconds 8x8 asked us to wait (429 `Retry-After`), if it said.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retryable: bool = False,
+        outcome_unknown: bool = False,
+        retry_after: float | None = None,
+        code: str = "REJECTED_BY_8X8",
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(f"{operation}: {message}")
+        self.operation = operation
+        self.message = message
+        self.http_status = http_status
+        self.retryable = retryable
+        self.outcome_unknown = outcome_unknown
+        self.retry_after = retry_after
+        self.code = code
+        # For metrics: the HTTP status, or "timeout" / "network" when there was no answer.
+        self.attempts = 1  # set by the retry loop
+        self.reason = reason or (str(http_status) if http_status is not None else "error")
+
+
+class InvalidCommand(ValueError):
+    """A command that cannot be turned into a valid 8x8 request; nothing was sent."""
+
+
+class Platform(abc.ABC):
+    """One 8x8 chat generation: create, send, end, find by ref, get, and read back."""
+
+    generation: str
+
+    def check(self, conversation: NewConversation) -> None:
+        """Raise InvalidCommand if this generation cannot create `conversation` as asked."""
+        conversation.check()
+
+    @abc.abstractmethod
+    async def create(self, conversation: NewConversation) -> str:
+        """Create the conversation; its 8x8 id."""
+
+    @abc.abstractmethod
+    async def send(self, conversation_id: str, text: str, author_type: str) -> None:
+        """Send a customer ("user") or "bot" message."""
+
+    @abc.abstractmethod
+    async def end(self, conversation_id: str) -> None:
+        """The customer leaves: ends the conversation and frees the agent."""
+
+    @abc.abstractmethod
+    async def find_by_ref(self, ref: str) -> str | None:
+        """The id of the conversation created with `connectorRef` = ref, or None."""
+
+    @abc.abstractmethod
+    async def get(self, conversation_id: str) -> dict[str, Any]:
+        """The conversation as 8x8 returns it."""
+
+    @abc.abstractmethod
+    async def read_back(self, conversation_id: str) -> ReadBack:
+        """The conversation, its messages, participants (and interactions) for a transcript."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+
+
+def epoch_ms(value: Any) -> int | None:
+    """Milliseconds since the epoch from 8x8's timestamps (ms numbers or ISO 8601 strings), else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    try:
+        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None

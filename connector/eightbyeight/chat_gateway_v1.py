@@ -1,0 +1,184 @@
+"""Chat Gateway v1: no region, `x-api-key` and `X-8x8-Tenant` headers, user properties as key/value pairs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from connector.eightbyeight.base import (
+    CONNECTOR_REF,
+    NewConversation,
+    Platform,
+    PlatformError,
+    ReadBack,
+    epoch_ms,
+)
+from connector.eightbyeight.http import ApiClient
+
+__all__ = ["ChatGatewayV1"]
+
+GENERATION = "chat-gateway-v1"
+_PAGE_SIZE = 100
+# Characters that would change the meaning of an RSQL/FIQL filter term.
+_FIQL_RESERVED = set(",;()=!<>'\"\\ ")
+
+
+class ChatGatewayV1(Platform):
+    """`{base}/chat-gateway/v1`; every request carries the API key and, if set, the tenant."""
+
+    generation = GENERATION
+
+    def __init__(self, api: ApiClient, headers: dict[str, str], base_url: str, *, find_max_pages: int = 20) -> None:
+        self._api = api
+        self._headers = headers
+        self._root = f"{base_url.rstrip('/')}/chat-gateway/v1"
+        self._find_max_pages = find_max_pages
+
+    async def create(self, conversation: NewConversation) -> str:
+        self.check(conversation)
+        response = await self._request("create", "POST", "/conversations", json=create_body(conversation))
+        try:
+            return str(response.json()["conversationId"])
+        except (ValueError, KeyError, TypeError):
+            raise PlatformError(
+                "create", "8x8 accepted the conversation but sent no conversationId", http_status=response.status_code
+            ) from None
+
+    async def send(self, conversation_id: str, text: str, author_type: str) -> None:
+        await self._request(
+            "send", "POST", f"/conversations/{_seg(conversation_id)}/messages", json={"authorType": author_type, "text": text}
+        )
+
+    async def end(self, conversation_id: str) -> None:
+        await self._request(
+            "end", "PATCH", f"/conversations/{_seg(conversation_id)}/participants/user", json={"removed": True}
+        )
+
+    async def find_by_ref(self, ref: str) -> str | None:
+        """List the conversations, newest first, and pick the one whose user carries connectorRef = ref.
+
+        The list takes an RSQL `filter`; it is sent when the ref can be written in one, and every
+        page is checked here as well, in case the filter is not applied.
+        """
+        params: dict[str, Any] = {"size": _PAGE_SIZE, "sort": "id:desc"}
+        if not _FIQL_RESERVED & set(ref):
+            params["filter"] = f"user.{CONNECTOR_REF}=={ref}"
+        for page in range(self._find_max_pages):
+            body = (await self._request("find", "GET", "/conversations", params={**params, "page": page})).json()
+            for item in (body.get("_embedded") or {}).get("conversations") or ():
+                if _user_property(item.get("user") or {}, CONNECTOR_REF) == ref and item.get("id"):
+                    return str(item["id"])
+            if page + 1 >= int((body.get("page") or {}).get("totalPages") or 0):
+                return None
+        raise PlatformError(
+            "find", f"no conversation with {CONNECTOR_REF}={ref} in the newest {self._find_max_pages} pages",
+            retryable=False, code="RECONCILE_FAILED",
+        )
+
+    async def get(self, conversation_id: str) -> dict[str, Any]:
+        return (await self._request("get", "GET", f"/conversations/{_seg(conversation_id)}")).json()
+
+    async def read_back(self, conversation_id: str) -> ReadBack:
+        path = f"/conversations/{_seg(conversation_id)}"
+        conversation = (await self._request("get", "GET", path)).json()
+        messages = await self._all("messages", f"{path}/messages", {"sort": "createdAt:asc"})
+        participants = await self._all("participants", f"{path}/participants", {})
+        interactions = await self._all("interactions", f"{path}/interactions", {})
+        return ReadBack(
+            status=conversation.get("state"),
+            conversation=conversation,
+            messages=[_message(m) for m in messages],
+            participants=[_participant(p) for p in participants],
+            interactions=[_interaction(i) for i in interactions],
+        )
+
+    async def aclose(self) -> None:
+        await self._api.client.aclose()
+
+    async def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self._api.request(operation, method, self._root + path, headers=self._headers, **kwargs)
+
+    async def _all(self, name: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a paged `_embedded.<name>` list."""
+        items: list[dict[str, Any]] = []
+        page = 0
+        while True:
+            body = (await self._request(name, "GET", path, params={**params, "size": _PAGE_SIZE, "page": page})).json()
+            items.extend((body.get("_embedded") or {}).get(name) or ())
+            page += 1
+            if page >= int((body.get("page") or {}).get("totalPages") or 0):
+                return items
+
+
+def create_body(conversation: NewConversation) -> dict[str, Any]:
+    """The Gateway create request: predefined user fields, properties as key/value pairs, connectorRef."""
+    user: dict[str, Any] = {"name": conversation.name}
+    for key, value in (
+        ("userId", conversation.customer_id),
+        ("email", conversation.email),
+        ("phone", conversation.phone),
+        ("company", conversation.company),
+        ("caseId", conversation.case_id),
+        ("language", conversation.language),
+    ):
+        if value is not None:
+            user[key] = value
+    user["additionalProperties"] = [{"key": k, "value": v} for k, v in conversation.stamped_properties().items()]
+    body: dict[str, Any] = {"channelId": conversation.channel_id, "user": user}
+    if conversation.assignment is not None:
+        kind, ident = conversation.assignment
+        body["assignment"] = {"type": kind, "id": ident}
+    if conversation.history:
+        body["history"] = {"messages": [{"authorType": author, "text": text} for text, author in conversation.history]}
+    return body
+
+
+def _user_property(user: dict[str, Any], key: str) -> Any:
+    for pair in user.get("additionalProperties") or ():
+        if isinstance(pair, dict) and pair.get("key") == key:
+            return pair.get("value")
+    return user.get(key)
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _raw(item: dict[str, Any]) -> str:
+    return json.dumps(item, separators=(",", ":"))
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    author = message.get("author") or {}
+    return {
+        "message_id": message.get("id"),
+        "author_type": author.get("type"),
+        "author_id": author.get("id"),
+        "author_name": author.get("name"),
+        "text": message.get("text"),
+        "created_at": epoch_ms(message.get("createdAt")),
+        "raw_json": _raw(message),
+    }
+
+
+def _participant(participant: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "participant_id": participant.get("id"),
+        "participant_type": participant.get("type"),
+        "name": participant.get("name"),
+        "raw_json": _raw(participant),
+    }
+
+
+def _interaction(interaction: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "interaction_id": interaction.get("id"),
+        "agent_id": interaction.get("agentId"),
+        "queue_id": interaction.get("queueId"),
+        "started_at": epoch_ms(interaction.get("startTime")),
+        "ended_at": epoch_ms(interaction.get("endTime")),
+        "raw_json": _raw(interaction),
+    }

@@ -1,0 +1,426 @@
+"""8x8 webhook events into `ChatEvent` records: the pure normaliser, the event agent and the status agent.
+
+The event agent reads chat.webhooks.raw (key: 8x8 conversation id). It learns `refs[id] = ref` from
+the REF_MAPPING records the command agent writes there, drops retried duplicates by event id,
+holds events whose ref is not known yet, and publishes each event once to chat.events keyed by ref.
+The status agent reads chat.events (key: ref) and moves `conversations[ref]` along the status
+machine. Both agents log, count and skip what they cannot read; they never stop on bad input.
+
+State, all in Faust tables written to the partition of the record being processed (explicitly, so
+that the hold timer writes to the same partitions as the stream):
+- `refs[8x8 id] -> ref`;
+- `held-events[8x8 id] -> [{value, since}]`: raw records waiting for their ref, in arrival order;
+- `seen-events[event id] -> [partition, seq]`: the last `events_dedupe_per_partition` event ids
+  published from each partition, oldest deleted first. Being a table, it survives restarts and
+  rebalances, so a retry that reaches a replacement worker is still dropped.
+Published events are acknowledged by Kafka before they are marked seen, so a crash in between
+publishes an event twice at worst, never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from connector.config import Generation
+from connector.schemas import SchemaError
+from connector.status import Conversation, after_event
+
+__all__ = ["NormaliseError", "event_id_of", "event_key", "install", "normalise"]
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PUBLISHED = Counter(
+    "connector_events_published_total", "ChatEvents published to chat.events.", ["event_type", "mapped"]
+)
+EVENTS_DUPLICATE = Counter("connector_events_duplicates_total", "Webhook events dropped as retried duplicates.")
+EVENTS_UNREADABLE = Counter(
+    "connector_events_unreadable_total", "Records skipped because they could not be decoded.", ["topic"]
+)
+EVENTS_UNMAPPED = Counter(
+    "connector_events_unmapped_total",
+    "Events published without a conversation ref because the hold bound (count or time) was reached.",
+)
+EVENTS_HELD = Gauge("connector_events_held", "Events held by this worker, waiting for their conversation ref.")
+STATUS_UPDATES = Counter("connector_status_updates_total", "Conversation status changes made by chat events.")
+
+V2 = Generation.CHAT_API_V2.value
+
+
+class NormaliseError(ValueError):
+    """A webhook body that is not a JSON object."""
+
+
+def normalise(
+    body: bytes,
+    *,
+    generation: str,
+    event_id: str,
+    received_at: int,
+    tenant_id: str | None = None,
+    conversation_ref: str | None = None,
+) -> dict[str, Any]:
+    """The ChatEvent record of one webhook body of either generation (pure; unknown types are UNKNOWN)."""
+    try:
+        event = json.loads(body)
+    except ValueError as exc:
+        raise NormaliseError(f"body is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise NormaliseError("body is not a JSON object")
+    raw_type = _text(event.get("eventType")) or ""
+    record: dict[str, Any] = {
+        **_NULLS,
+        "event_id": event_id,
+        "event_type": "UNKNOWN",
+        "raw_event_type": raw_type,
+        "generation": generation,
+        "conversation_id": _text(event.get("conversationId")),
+        "conversation_ref": conversation_ref,
+        "timestamp": _millis(event.get("timestamp")) or received_at,
+        "received_at": received_at,
+        "tenant_id": tenant_id,
+        "is_echo": False,
+        "raw_json": body.decode("utf-8", errors="replace"),
+    }
+    data = event.get("data")
+    if generation == V2 or not isinstance(data, dict):
+        record.update(_v2_fields(raw_type, event))
+    else:
+        record.update(_gateway_fields(raw_type, data))
+    return record
+
+
+def event_id_of(headers: dict[str, str], body: bytes) -> str:
+    """x-8x8-event-id; without it (verification off), a digest of the body so identical retries still match."""
+    return headers.get("x-8x8-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def event_key(body: bytes, event_id: str) -> str:
+    """The chat.webhooks.raw key of a webhook: its 8x8 conversation id, else the event id."""
+    try:
+        conversation_id = json.loads(body).get("conversationId")
+    except (ValueError, AttributeError):
+        conversation_id = None
+    return _text(conversation_id) or event_id
+
+
+def install(connector: Any) -> None:
+    """Add the event agent, its hold timer and the status agent to the connector's app."""
+    from connector.ingress import IngressSettings
+
+    agent = _EventAgent(connector, IngressSettings())
+    app = connector.app
+    app.agent(connector.webhooks_raw, name="connector.events.raw")(agent.run)
+    app.timer(1.0, name="connector.events.hold-timer")(agent.release_expired)
+    app.agent(connector.events, name="connector.events.status")(_status_agent(connector))
+
+
+# --- normalisation -------------------------------------------------------------------------------
+
+# Every optional ChatEvent field, so that each record names all of them.
+_NULLS = dict.fromkeys(
+    (
+        "agent_id", "agent_name", "queue_id", "queue_name", "text", "sender_id", "sender_type", "member_type",
+        "member_change", "attachments_json", "cards_json", "activity_name", "activity_value_json",
+        "conversation_state", "assignment_type", "assignment_id", "assignment_resource_id",
+    )
+)
+
+
+def _v2_fields(raw_type: str, event: dict[str, Any]) -> dict[str, Any]:
+    agent = {"agent_id": _text(event.get("agentId")), "agent_name": _text(event.get("agentName"))}
+    if raw_type == "QUEUED":
+        return {"event_type": "QUEUED", "queue_id": _text(event.get("queueId")), "queue_name": _text(event.get("queueName"))}
+    if raw_type in ("AGENT_JOINED", "AGENT_LEFT"):
+        return {"event_type": raw_type, **agent}
+    if raw_type == "TRANSFER":
+        return {"event_type": "TRANSFER"}
+    if raw_type == "TEXT":
+        sender_type = (_text(event.get("messageType")) or "agent").lower()
+        return {
+            "event_type": "MESSAGE",
+            "text": _text(event.get("message")),
+            "sender_type": sender_type,
+            "sender_id": agent["agent_id"],
+            **agent,
+        }
+    return {}
+
+
+def _gateway_fields(raw_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    if raw_type == "QUEUED":
+        return {"event_type": "QUEUED", "queue_id": _text(data.get("queueId")), "queue_name": _text(data.get("queueName"))}
+    if raw_type == "MEMBERS_CHANGED":
+        member_type, change = _text(data.get("memberType")), _text(data.get("change"))
+        fields = {"event_type": "MEMBERS_CHANGED", "member_type": member_type, "member_change": change}
+        if member_type == "agent" and change in ("joined", "left"):
+            fields.update(event_type="AGENT_JOINED" if change == "joined" else "AGENT_LEFT", agent_id=_text(data.get("id")))
+        return fields
+    if raw_type == "TRANSFER":
+        return {"event_type": "TRANSFER"}
+    if raw_type == "MESSAGE":
+        sender = data.get("sender") if isinstance(data.get("sender"), dict) else {}
+        sender_type = _text(sender.get("type"))
+        return {
+            "event_type": "MESSAGE",
+            "text": _text(data.get("text")),
+            "sender_id": _text(sender.get("id")),
+            "sender_type": sender_type,
+            "agent_id": _text(sender.get("id")) if sender_type == "agent" else None,
+            "is_echo": data.get("isEcho") is True,
+            "attachments_json": _json_or_none(data.get("attachments")),
+            "cards_json": _json_or_none(data.get("cards")),
+        }
+    if raw_type == "CONVERSATION_UPDATE":
+        assignment = data.get("assignment") if isinstance(data.get("assignment"), dict) else {}
+        return {
+            "event_type": "CONVERSATION_UPDATE",
+            "conversation_state": _text(data.get("state")),
+            "assignment_type": _text(assignment.get("type")),
+            "assignment_id": _text(assignment.get("id")),
+            "assignment_resource_id": _text(assignment.get("resourceId")),
+        }
+    if raw_type == "ACTIVITY":
+        return {
+            "event_type": "ACTIVITY",
+            "activity_name": _text(data.get("name")),
+            "activity_value_json": _json_or_none(data.get("value")),
+        }
+    return {}
+
+
+def _text(value: Any) -> str | None:
+    """Strings as they are, numbers as their text (8x8 ids are sometimes numeric), anything else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _millis(value: Any) -> int | None:
+    """8x8 timestamps are epoch milliseconds; ISO-8601 text is accepted too."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        from datetime import datetime
+
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return None
+    return None
+
+
+# --- the event agent -----------------------------------------------------------------------------
+
+
+class _EventAgent:
+    """chat.webhooks.raw -> chat.events: mapping, hold, dedupe (see the module docstring)."""
+
+    def __init__(self, connector: Any, options: Any) -> None:
+        self._connector = connector
+        self._options = options
+        app = connector.app
+        partitions = connector.settings.kafka_partitions
+        self._held = app.Table("held-events", default=None, partitions=partitions, key_type=str)
+        self._seen = app.Table("seen-events", default=None, partitions=partitions, key_type=str)
+        self._order: dict[int, collections.deque[str]] = {}
+        self._seq = 0
+        self._held_count = 0
+        self._lock = asyncio.Lock()
+
+    async def run(self, stream: Any) -> None:
+        """The agent: one raw record at a time, never stopping on a bad one."""
+        await self._connector.codec.start()
+        async for event in stream.events():
+            try:
+                raw = await self._connector.codec.decode("RawWebhook", event.value)
+            except SchemaError as exc:
+                EVENTS_UNREADABLE.labels(self._connector.settings.topic_webhooks_raw).inc()
+                logger.error("skipped raw webhook at %s: %s", _where(event), exc)
+                continue
+            key = (event.key or b"").decode("utf-8", errors="replace")
+            async with self._lock:
+                await self._handle(key, raw, event.value, event.message.partition)
+
+    async def release_expired(self) -> None:
+        """The hold timer: events held past the time bound are published without their ref."""
+        deadline = _now_ms() - int(self._options.events_hold_s * 1000)
+        async with self._lock:
+            for key, held in list(self._held.items()):
+                if held and held[0]["since"] <= deadline:
+                    await self._flush_unmapped(key, held)
+            self._held_count = sum(len(held) for held in self._held.values())
+            EVENTS_HELD.set(self._held_count)
+
+    async def _handle(self, key: str, raw: dict[str, Any], value: bytes, partition: int) -> None:
+        if raw["kind"] == "REF_MAPPING":
+            ref = raw.get("conversation_ref")
+            if not ref:
+                logger.error("REF_MAPPING for %s has no conversation_ref: ignored", key)
+                return
+            _write(self._connector.refs, partition, key, ref)
+            held = self._held.get(key)
+            if held:
+                _delete(self._held, partition, key)
+                self._held_count -= len(held)
+                for entry in held:
+                    await self._publish(await self._decode_held(entry), key, ref, partition)
+            return
+        event_id = event_id_of(raw["headers"], raw["body"])
+        held = self._held.get(key) or []
+        if event_id in self._seen or any(entry["event_id"] == event_id for entry in held):
+            EVENTS_DUPLICATE.inc()
+            return
+        ref = self._connector.refs.get(key)
+        if ref is not None or key == event_id:  # mapped, or an event of no conversation
+            await self._publish(raw, key, ref, partition)
+        elif self._options.events_hold_max == 0 or self._options.events_hold_s == 0:
+            EVENTS_UNMAPPED.inc()
+            await self._publish(raw, key, None, partition)
+        else:
+            await self._make_room()
+            entry = {"event_id": event_id, "value": base64.b64encode(value).decode(), "since": _now_ms(), "partition": partition}
+            _write(self._held, partition, key, [*held, entry])
+            self._held_count += 1
+            EVENTS_HELD.set(self._held_count)
+
+    async def _make_room(self) -> None:
+        """Past the count bound, the conversation held longest is published without its ref."""
+        while self._held_count >= self._options.events_hold_max and self._held:
+            await self._flush_unmapped(*min(self._held.items(), key=lambda item: item[1][0]["since"]))
+
+    async def _flush_unmapped(self, key: str, held: list[dict[str, Any]]) -> None:
+        """Publish `key`'s held events keyed by the 8x8 id: their ref did not come in time."""
+        partition = held[0]["partition"]
+        _delete(self._held, partition, key)
+        self._held_count -= len(held)
+        for entry in held:
+            EVENTS_UNMAPPED.inc()
+            await self._publish(await self._decode_held(entry), key, None, partition)
+
+    async def _publish(self, raw: dict[str, Any], key: str, ref: str | None, partition: int) -> None:
+        """Publish one event, wait for Kafka's ack, then remember its id (in this order: never lost)."""
+        event_id = event_id_of(raw["headers"], raw["body"])
+        try:
+            record = normalise(
+                raw["body"],
+                generation=raw["generation"],
+                event_id=event_id,
+                received_at=_millis_of(raw["received_at"]),
+                tenant_id=raw["headers"].get("x-8x8-tenant-id"),
+                conversation_ref=ref,
+            )
+            value = self._connector.codec.encode("ChatEvent", record)
+        except Exception as exc:  # a body the edge let through but the schema cannot carry: skip, loudly
+            EVENTS_UNREADABLE.labels(self._connector.settings.topic_webhooks_raw).inc()
+            logger.error("skipped webhook event %s: %s: %s", event_id, type(exc).__name__, exc)
+            return
+        await _send_until_acked(self._connector.events, (ref or key).encode(), value)
+        EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()
+        self._remember(event_id, partition)
+
+    def _remember(self, event_id: str, partition: int) -> None:
+        order = self._order.get(partition)
+        if order is None:
+            # First use of this partition since start: rebuild its order from the restored table.
+            mine = sorted((seq, eid) for eid, (p, seq) in self._seen.items() if p == partition)
+            order = self._order[partition] = collections.deque(eid for _, eid in mine)
+            self._seq = max([self._seq, *(seq for seq, _ in mine)])
+        self._seq += 1
+        _write(self._seen, partition, event_id, [partition, self._seq])
+        order.append(event_id)
+        while len(order) > self._options.events_dedupe_per_partition:
+            _delete(self._seen, partition, order.popleft())
+
+    async def _decode_held(self, entry: dict[str, Any]) -> dict[str, Any]:
+        return await self._connector.codec.decode("RawWebhook", base64.b64decode(entry["value"]))
+
+
+async def _send_until_acked(topic: Any, key: bytes, value: bytes) -> None:
+    """Send and wait for the broker's ack, retrying while Kafka is away: an accepted event is never dropped."""
+    delay = 0.2
+    while True:
+        try:
+            future = await topic.send(key=key, value=value)
+            await future
+            return
+        except Exception as exc:  # aiokafka raises several kinds while the broker is away
+            logger.warning("chat.events not reachable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _write(table: Any, partition: int, key: str, value: Any) -> None:
+    """Set `table[key]`, its changelog record going to `partition` (Faust's own rule, made explicit)."""
+    table.data[key] = value
+    table.send_changelog(partition, key, value)
+
+
+def _delete(table: Any, partition: int, key: str) -> None:
+    if table.data.pop(key, None) is not None:
+        table.send_changelog(partition, key, None, value_serializer="raw")
+
+
+def _millis_of(value: Any) -> int:
+    """fastavro reads timestamp-millis as an aware datetime; the schema writes it back from either."""
+    if isinstance(value, int):
+        return value
+    return round(value.timestamp() * 1000)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _where(event: Any) -> str:
+    return f"{event.message.topic}[{event.message.partition}]@{event.message.offset}"
+
+
+# --- the status agent ----------------------------------------------------------------------------
+
+
+def _status_agent(connector: Any) -> Any:
+    async def statuses(stream: Any) -> None:
+        """chat.events -> conversations[ref]: the status machine on the current table value."""
+        await connector.codec.start()
+        async for event in stream.events():
+            try:
+                record = await connector.codec.decode("ChatEvent", event.value)
+            except SchemaError as exc:
+                EVENTS_UNREADABLE.labels(connector.settings.topic_events).inc()
+                logger.error("skipped chat event at %s: %s", _where(event), exc)
+                continue
+            ref = record.get("conversation_ref")
+            # No await from here to the write: the command agent writes the same entries.
+            current = connector.conversations.get(ref) if ref else None
+            if current is None:
+                continue
+            before = Conversation.from_dict(current)
+            after = after_event(
+                before,
+                record["event_type"],
+                _millis_of(record["timestamp"]),
+                agent_id=record.get("agent_id"),
+                agent_name=record.get("agent_name"),
+                queue_id=record.get("queue_id"),
+                queue_name=record.get("queue_name"),
+            )
+            if after != before:
+                connector.conversations[ref] = after.to_dict()
+                STATUS_UPDATES.inc()
+
+    return statuses

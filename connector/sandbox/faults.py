@@ -1,0 +1,62 @@
+"""Latency and faults on demand, per 8x8 operation, the same sequence for the same seed."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from connector.sandbox.config import FaultConfig, FaultRule
+
+__all__ = ["Decision", "FaultInjector", "PROTECTED_OPERATIONS"]
+
+# Faulted only when named explicitly: a default rule for "everything" means the chat API.
+PROTECTED_OPERATIONS = frozenset({"createaccesstoken", "getjwkpublickey", "getjwkpublickey-1"})
+
+_FAULTS = ("429", "429_retry_after", "500", "503", "timeout", "drop", "drop_after")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do to one request: delay it, then maybe one fault (None: answer normally)."""
+
+    delay_s: float
+    fault: str | None
+    rule: FaultRule
+
+
+class FaultInjector:
+    """Draws the decision for each request from one random stream per operation."""
+
+    def __init__(self, config: FaultConfig, seed: int) -> None:
+        self._seed = seed
+        self.configure(config)
+
+    def configure(self, config: FaultConfig) -> None:
+        """Use `config` from now on, restarting the random streams from the seed."""
+        self.config = config
+        self._rngs: dict[str, random.Random] = {}
+
+    def decide(self, operation: str) -> Decision | None:
+        """The decision for the next request to `operation`, or None when nothing applies."""
+        rule = self.config.operations.get(operation)
+        if rule is None:
+            if operation in PROTECTED_OPERATIONS:
+                return None
+            rule = self.config.default
+        rng = self._rngs.get(operation)
+        if rng is None:
+            rng = self._rngs[operation] = random.Random(f"{self._seed}:{operation}")
+        delay_ms = rule.latency_ms
+        if rule.latency_jitter_ms:
+            delay_ms += rng.uniform(-rule.latency_jitter_ms, rule.latency_jitter_ms)
+        draw = rng.random()
+        fault = None
+        for name in _FAULTS:
+            rate = getattr(rule, f"rate_{name}")
+            if draw < rate:
+                fault = name
+                break
+            draw -= rate
+        if fault is None and delay_ms <= 0:
+            return None
+        return Decision(max(delay_ms, 0.0) / 1000, fault, rule)

@@ -1,0 +1,81 @@
+"""Per-ref lanes and in-order acks, without Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from connector.lanes import InOrderAcks, Lanes
+
+
+async def test_order_within_a_key_and_parallel_across_keys() -> None:
+    log: list[tuple[str, int]] = []
+    running = 0
+    peak = 0
+
+    async def run(item: tuple[str, int]) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(random.random() / 500)
+        log.append(item)
+        running -= 1
+
+    lanes: Lanes[str, tuple[str, int]] = Lanes(run, max_buffered=1000)
+    for i in range(50):
+        for key in "abcdefghij":
+            await lanes.put(key, (key, i))
+    await lanes.join()
+    for key in "abcdefghij":
+        assert [i for k, i in log if k == key] == list(range(50))
+    assert peak > 1 and lanes.active == 0 and lanes.buffered == 0
+
+
+async def test_put_waits_while_the_buffer_is_full() -> None:
+    release = asyncio.Event()
+
+    async def run(item: int) -> None:
+        await release.wait()
+
+    lanes: Lanes[int, int] = Lanes(run, max_buffered=3)
+    for i in range(3):
+        await lanes.put(i, i)
+    blocked = asyncio.create_task(lanes.put(9, 9))
+    await asyncio.sleep(0.01)
+    assert not blocked.done() and lanes.buffered == 3
+    release.set()
+    await asyncio.wait_for(blocked, 1)
+    await lanes.join()
+    assert lanes.buffered == 0
+
+
+async def test_a_failing_item_does_not_stop_its_lane() -> None:
+    seen: list[int] = []
+
+    async def run(item: int) -> None:
+        seen.append(item)
+        if item == 1:
+            raise RuntimeError("bug")
+
+    lanes: Lanes[str, int] = Lanes(run, max_buffered=10)
+    for i in range(3):
+        await lanes.put("k", i)
+    await lanes.join()
+    assert seen == [0, 1, 2]
+
+
+def test_acks_only_a_contiguous_prefix_per_partition() -> None:
+    acked: list[tuple[int, int]] = []
+    acks = InOrderAcks()
+    done = {(p, o): acks.track(p, lambda p=p, o=o: acked.append((p, o))) for p in (0, 1) for o in range(4)}
+    done[(0, 2)]()
+    done[(0, 1)]()
+    done[(1, 0)]()
+    assert acked == [(1, 0)]
+    done[(0, 0)]()
+    assert acked == [(1, 0), (0, 0), (0, 1), (0, 2)]
+    done[(0, 3)]()
+    for o in (3, 2, 1):
+        done[(1, o)]()
+    assert acked[-4:] == [(0, 3), (1, 1), (1, 2), (1, 3)]
+    assert acks.pending() == 0

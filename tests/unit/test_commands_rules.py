@@ -1,0 +1,105 @@
+"""The pure parts of the command agent: parsing, the create request, auto-end, remembered results."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.commands import CommandSettings, _recalled, _remembered, _rule_code, auto_end_due, new_conversation, parse_command
+from connector.eightbyeight import InvalidCommand
+from connector.status import CommandKind, Conversation, Status, check_command
+
+NS = "io.kafka8x8.chat"
+
+
+def _record(kind: str, body: dict, ref: str = "r-1", command_id: str = "c-1") -> dict:
+    return {"command_id": command_id, "conversation_ref": ref, "created_at": 0, "command": (f"{NS}.{kind}", body)}
+
+
+def test_parse_command_kinds() -> None:
+    command = parse_command(_record("SendMessage", {"text": "hi", "author_type": "USER"}), "r-1")
+    assert command.kind is CommandKind.SEND_MESSAGE and command.ref == "r-1" and command.body["text"] == "hi"
+    assert parse_command(_record("FetchTranscript", {"include_raw": True}), "r-1").kind is CommandKind.FETCH_TRANSCRIPT
+
+
+@pytest.mark.parametrize(
+    ("record", "key", "reason"),
+    [
+        (_record("EndConversation", {}, command_id=""), "r-1", "command_id is empty"),
+        (_record("EndConversation", {}, ref=" "), " ", "conversation_ref is empty"),
+        (_record("EndConversation", {}), "r-2", "the key must be the ref"),
+        (_record("EndConversation", {}), None, "the key must be the ref"),
+    ],
+)
+def test_invalid_commands(record, key, reason) -> None:
+    with pytest.raises(InvalidCommand, match=reason):
+        parse_command(record, key)
+
+
+def test_start_becomes_the_create_request() -> None:
+    body = {
+        "customer": {"name": "Ann", "email": "a@x.io", "properties": {"tier": "gold"}, "phone": None},
+        "channel_id": None,
+        "assignment": {"type": "SCRIPT", "id": "7"},
+        "history": [{"text": "earlier", "author_type": "BOT"}],
+    }
+    request = new_conversation(parse_command(_record("StartConversation", body), "r-1"), "default-channel")
+    assert request.channel_id == "default-channel" and request.name == "Ann" and request.email == "a@x.io"
+    assert request.assignment == ("script", "7") and request.history == [("earlier", "bot")]
+    assert request.stamped_properties() == {"tier": "gold", "connectorRef": "r-1"}
+
+
+def test_auto_end_due() -> None:
+    left = Conversation(ref="r", status=Status.AGENT_LEFT, conversation_id="c", agent_left_at=1_000)
+    assert not auto_end_due(left, 5_000, 0)  # policy off
+    assert not auto_end_due(left, 5_000, 10)
+    assert auto_end_due(left, 11_000, 10)
+    wrote = Conversation(ref="r", status=Status.AGENT_LEFT, conversation_id="c", agent_left_at=1_000, last_customer_message_at=2_000)
+    assert not auto_end_due(wrote, 60_000, 10)
+    transferring = Conversation(ref="r", status=Status.TRANSFERRING, conversation_id="c", agent_left_at=1_000)
+    assert not auto_end_due(transferring, 60_000, 10)
+
+
+def test_rule_codes_follow_check_command() -> None:
+    active = Conversation(ref="r", status=Status.QUEUED, conversation_id="c")
+    ended = Conversation(ref="r", status=Status.ENDED, conversation_id="c")
+    cases = [
+        (None, CommandKind.SEND_MESSAGE, "NOT_STARTED"),
+        (None, CommandKind.END_CONVERSATION, "NOT_STARTED"),
+        (active, CommandKind.START_CONVERSATION, "ALREADY_ACTIVE"),
+        (ended, CommandKind.START_CONVERSATION, "ENDED"),
+        (ended, CommandKind.SEND_MESSAGE, "ENDED"),
+        (Conversation(ref="r", status=Status.FAILED), CommandKind.SEND_MESSAGE, "NOT_STARTED"),
+    ]
+    for existing, kind, code in cases:
+        assert check_command(existing, kind) is not None
+        assert _rule_code(existing, kind) == code
+
+
+def test_remembered_results_are_compact_and_complete_again() -> None:
+    result = {
+        "command_id": "c-1",
+        "conversation_ref": "r-1",
+        "command_type": "SEND_MESSAGE",
+        "status": "SUCCEEDED",
+        "conversation_id": "x",
+        "generation": "chat-api-v2",
+        "http_status": None,
+        "error_code": None,
+        "error_message": None,
+        "attempts": 1,
+        "duplicate": False,
+        "processed_at": 5,
+    }
+    stored = _remembered(result)
+    assert set(stored) == {"command_type", "status", "conversation_id", "generation", "attempts", "processed_at"}
+    assert _recalled("r-1", "c-1", stored) == result
+
+
+def test_settings_fall_back_to_defaults() -> None:
+    class Partial:
+        command_max_attempts = 9
+        command_auto_end_s = 30.0
+
+    config = CommandSettings.from_settings(Partial())
+    assert config.max_attempts == 9 and config.auto_end_s == 30.0 and config.max_in_flight == 256
+    assert config.retry_policy().max_attempts == 9
