@@ -73,6 +73,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
 
+    load_before = os.getloadavg()[0]
     bare = run_bare(args)
     api_only = run_sandbox(args, deliver=False)
     delivering = run_sandbox(args, deliver=True)
@@ -85,6 +86,7 @@ def main() -> None:
     for result in (bare, api_only, delivering):
         if result["errors"]:
             lines.append(f"  note: {result['name']}: {result['errors']} non-2xx answers or socket errors")
+    lines.append(f"load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("\n".join(lines))
     write_results(args, lines)
 
@@ -171,7 +173,9 @@ def write_results(args: argparse.Namespace, lines: list[str]) -> None:
             "```",
             "",
             "Webhook delivery is bound by RS256 signing (about 1.4 ms per signature on this machine):"
-            " with delivery on, the signing of QUEUED events competes with the API for the one core.",
+            " with delivery on, the signing of QUEUED events competes with the API for the one core."
+            " The ratio to the bare handler is the figure to compare across machines; the absolute"
+            " numbers depend on the machine and on what else runs on it (see the load average).",
             "",
         ]
     )

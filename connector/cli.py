@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from connector.config import ConfigError, Settings, load_settings
+from connector.config import ConfigError, Generation, Settings, load_settings
 from connector.sandbox.cli import sandbox_command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka <-> 8x8 Contact Center chat connector.")
@@ -52,6 +52,17 @@ def schemas_register() -> None:
         raise typer.Exit(1) from None
     for subject, schema_id in ids.items():
         typer.echo(f"{subject}: id {schema_id}")
+
+
+@app.command()
+def dev(
+    sandbox_port: int = typer.Option(8088, help="Port of the 8x8 sandbox."),
+    generation: Generation = typer.Option(Generation.CHAT_API_V2, help="8x8 API generation the worker uses."),
+) -> None:
+    """Run the 8x8 sandbox and a worker wired to it on the local stack (what `make dev` runs)."""
+    from connector.dev import run_dev
+
+    raise typer.Exit(run_dev(load_or_exit(), sandbox_port=sandbox_port, generation=generation, echo=typer.echo))
 
 
 @app.command()

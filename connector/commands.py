@@ -147,6 +147,8 @@ def new_conversation(command: Command, default_channel: str) -> NewConversation:
     """The create request of a StartConversation command."""
     customer = command.body["customer"]
     assignment = command.body.get("assignment")
+    if isinstance(assignment, tuple):  # a union read with its record name: (name, record)
+        assignment = assignment[1]
     return NewConversation(
         ref=command.ref,
         channel_id=command.body.get("channel_id") or default_channel,
@@ -558,9 +560,13 @@ def install(connector: Connector) -> None:
         async for event in stream.noack().events():
             await processor.submit(event)
 
+    # Routed by the ref's partition of chat.commands, not with `table_route`: the table's changelog
+    # keys are JSON-encoded, so hashing them does not find the partition the entry lives in, which is
+    # the partition of the command (and event) records, keyed by the raw ref.
     @app.page("/conversations/{ref}")
-    @app.table_route(table=connector.conversations, match_info="ref")
+    @app.topic_route(topic=connector.commands, match_info="ref")
     async def conversation(web: Any, request: Any, ref: str) -> Any:
+        """The conversation of `ref` as JSON (404 when unknown), answered by the worker that owns it."""
         value = connector.conversations.get(ref)
         if not value:
             return web.json({"error": f"no conversation with ref {ref}"}, status=404)

@@ -4,7 +4,7 @@ The `.avsc` files live in `schemas/` (shipped as `connector._avsc`). Each is reg
 TopicNameStrategy subject `<topic>-value`. Encoding uses the id obtained at registration; decoding
 resolves the writer's schema by id (cached) against ours, so records written by older or newer
 compatible schema versions read fine. Unions of records are written and read with their names
-(fastavro's tuple notation), because a dict alone cannot say which command it is.
+(fastavro's tuple notation) where a union has more than one record, because a dict alone cannot say which command it is.
 """
 
 from __future__ import annotations
@@ -152,7 +152,11 @@ class AvroCodec:
     def _read(self, name: str, writer: Any, data: bytes) -> dict[str, Any]:
         try:
             return fastavro.schemaless_reader(
-                io.BytesIO(data[5:]), writer, self._parsed[name], return_record_name=True
+                io.BytesIO(data[5:]),
+                writer,
+                self._parsed[name],
+                return_record_name=True,
+                return_record_name_override=True,
             )
         except Exception as exc:  # fastavro raises many kinds for bad or incompatible bytes
             raise SchemaError(f"not a valid {name} record: {type(exc).__name__}: {exc}") from None

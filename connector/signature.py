@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import re
 import time
@@ -230,10 +231,20 @@ def _parse_jws(value: str) -> tuple[bytes, str, bytes]:
     if len(parts) != 3 or parts[1] != "":
         raise SignatureError("malformed", "signature is not a detached compact JWS")
     try:
-        header = json.loads(_b64decode(parts[0]))
         signature = _b64decode(parts[2])
     except (ValueError, binascii.Error):
-        raise SignatureError("malformed", "signature is not valid base64url JSON") from None
+        raise SignatureError("malformed", "signature is not valid base64url") from None
+    return parts[0].encode("ascii"), _kid_of(parts[0]), signature
+
+
+@functools.lru_cache(maxsize=64)
+def _kid_of(encoded_header: str) -> str:
+    """The kid of an acceptable protected header (the same text for every delivery signed with one key)."""
+    try:
+        header = json.loads(_b64decode(encoded_header))
+        encoded_header.encode("ascii")
+    except (ValueError, binascii.Error):
+        raise SignatureError("malformed", "signature header is not valid base64url JSON") from None
     if not isinstance(header, dict):
         raise SignatureError("malformed", "signature header is not a JSON object")
     if header.get("alg") != "RS256":
@@ -243,7 +254,7 @@ def _parse_jws(value: str) -> tuple[bytes, str, bytes]:
     kid = header.get("kid")
     if not isinstance(kid, str) or not _KID.fullmatch(kid):
         raise SignatureError("malformed", "signature header has no usable kid")
-    return parts[0].encode("ascii"), kid, signature
+    return kid
 
 
 def _b64decode(text: str) -> bytes:

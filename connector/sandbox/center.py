@@ -15,8 +15,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from connector.sandbox.events import Agent, Notifier
-from connector.sandbox.state import Conversation, Interaction, Message, Participant, Store, now_ms
+from connector.sandbox.events import Notifier
+from connector.sandbox.state import Agent, Conversation, Interaction, Message, Participant, Store, now_ms
 
 __all__ = ["AgentBehaviour", "ContactCenter"]
 
@@ -50,7 +50,6 @@ class ContactCenter:
         self.agents = [Agent(store.new_id("agent"), f"{_NAMES[i % len(_NAMES)]} {i + 1}") for i in range(agents)]
         self._waiting: collections.deque[tuple[Conversation, Interaction]] = collections.deque()
         self._serving: dict[str, asyncio.Task[None]] = {}
-        self._rngs: dict[str, random.Random] = {}
 
     def conversation_created(self, conversation: Conversation, history: list[tuple[str, str]]) -> None:
         """Open the first interaction of a conversation just created, with the history it came with."""
@@ -86,26 +85,18 @@ class ContactCenter:
 
     def customer_left(self, conversation: Conversation) -> None:
         """Customer leaves: end the conversation and free its agent."""
-        task = self._serving.pop(conversation.id, None)
-        if task is not None:
-            task.cancel()
-        self._release(conversation)
+        self._stop_serving(conversation)
         if conversation.interaction is not None:
             conversation.interaction.end_ms = now_ms()
         conversation.participants[conversation.customer_id].removed = True
         self._store.mark_ended(conversation)
-        self._rngs.pop(conversation.id, None)
         self._notify.user_left(conversation)
         self._dispatch()
 
     def forget(self, conversation: Conversation) -> None:
         """Stop all work on an evicted conversation."""
-        task = self._serving.pop(conversation.id, None)
-        if task is not None:
-            task.cancel()
-        self._release(conversation)
+        self._stop_serving(conversation)
         conversation.state = "ended"
-        self._rngs.pop(conversation.id, None)
         self._notify.forget(conversation)
         self._dispatch()
 
@@ -115,7 +106,6 @@ class ContactCenter:
             task.cancel()
         self._serving.clear()
         self._waiting.clear()
-        self._rngs.clear()
         for agent in self.agents:
             agent.busy = False
 
@@ -195,10 +185,14 @@ class ContactCenter:
         return self._rng(conversation).choice(_REPLIES)
 
     def _rng(self, conversation: Conversation) -> random.Random:
-        rng = self._rngs.get(conversation.id)
-        if rng is None:
-            rng = self._rngs[conversation.id] = random.Random(f"{self._seed}:{conversation.id}")
-        return rng
+        """Randomness that depends only on the seed and where the conversation is (nothing to keep)."""
+        return random.Random(f"{self._seed}:{conversation.id}:{len(conversation.messages)}")
+
+    def _stop_serving(self, conversation: Conversation) -> None:
+        task = self._serving.pop(conversation.id, None)
+        if task is not None:
+            task.cancel()
+        self._release(conversation)
 
     def _author(self, conversation: Conversation, author_type: str) -> str:
         """The participant id of a user or bot author, the bot joining on its first message."""

@@ -6,22 +6,13 @@ from typing import Any
 
 from connector.config import Generation
 from connector.sandbox.delivery import Deliverer
-from connector.sandbox.state import Conversation, Message, Store, Webhook, now_ms
+from connector.sandbox.state import Agent, Conversation, Message, Store, Webhook, now_ms
 
-__all__ = ["Agent", "Notifier"]
+__all__ = ["Notifier", "verify_event"]
 
 V2 = Generation.CHAT_API_V2
 
 NOTIFICATION_VERSION = {Generation.CHAT_API_V2: "v2.0", Generation.CHAT_GATEWAY_V1: "Chat Gateway v1.0"}
-
-
-class Agent:
-    """A simulated contact center agent."""
-
-    def __init__(self, agent_id: str, name: str) -> None:
-        self.id = agent_id
-        self.name = name
-        self.busy = False
 
 
 class Notifier:

@@ -74,7 +74,8 @@ def _body(generation: Generation, operation: str, error: ApiError) -> dict[str, 
         if operation == "customerparticipantleavecctransaction" and status not in (401, 403, 404, 500):
             return None  # its `default` response has no content
         if operation == "createchatapichannel" and status == 400:
-            return {"message": message, "errors": objects, "validations": [dict(o, field=o["message"].split(":")[0]) for o in objects]}
+            validations = [{"field": text.split(":")[0], "code": error.code, "message": text} for text in error.errors]
+            return {"message": message, "errors": objects, "validations": validations}
         if operation == "getjwkpublickey" and status == 404:
             return {
                 "type": "ClientError",

@@ -223,20 +223,19 @@ class Sandbox:
             except ValueError:
                 request[BODY] = INVALID_JSON
                 logged = body.decode(errors="replace")
+        decision = self.faults.decide(operation)
+        fault = decision.fault if decision is not None else None
         record = {
             "time": time.time(),
             "generation": generation.value,
             "operation": operation,
             "method": request.method,
             "path": request.path,
-            "query": {key: request.query.getall(key) if len(request.query.getall(key)) > 1 else value for key, value in request.query.items()},
+            "query": _query(request),
             "body": logged,
             "status": None,
-            "fault": None,
+            "fault": fault,
         }
-        decision = self.faults.decide(operation)
-        fault = decision.fault if decision is not None else None
-        record["fault"] = fault
         try:
             if decision is not None and await self._inject(decision, record):
                 return _hang_up(request)
@@ -258,7 +257,7 @@ class Sandbox:
         fault = decision.fault
         if fault in _FAULT_STATUS:
             status = _FAULT_STATUS[fault]
-            message = "Too Many Requests" if status == 429 else "Service unavailable, try again."
+            message = {429: "Too Many Requests", 500: "Internal server error.", 503: "Service unavailable, try again."}[status]
             error = ApiError(status, message, code="sandbox_fault")
             if fault == "429_retry_after":
                 error.headers["Retry-After"] = str(decision.rule.retry_after_s)
@@ -272,10 +271,19 @@ class Sandbox:
 
 
 def _hang_up(request: web.Request) -> web.Response:
-    """Close the connection of `request` without an answer."""
+    """Close the connection of `request` without an answer (the response returned is never written)."""
     if request.transport is not None:
         request.transport.close()
     return web.Response(status=499)
+
+
+def _query(request: web.Request) -> dict[str, str | list[str]]:
+    """The query parameters: one value as a string, repeated ones as a list."""
+    query: dict[str, str | list[str]] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        query[key] = values[0] if len(values) == 1 else values
+    return query
 
 
 class RunningSandbox:

@@ -18,6 +18,7 @@ from typing import Any
 from connector.config import Generation
 
 __all__ = [
+    "Agent",
     "Channel",
     "Conversation",
     "Interaction",
@@ -28,6 +29,15 @@ __all__ = [
     "iso_time",
     "now_ms",
 ]
+
+
+@dataclass
+class Agent:
+    """A simulated contact center agent."""
+
+    id: str
+    name: str
+    busy: bool = False
 
 
 @dataclass
@@ -116,20 +126,20 @@ class Store:
     def __init__(self, *, seed: int, max_conversations: int) -> None:
         self._seed = seed
         self._max_conversations = max_conversations
-        self._counter = itertools.count(1)
+        self._counters: collections.defaultdict[str, itertools.count[int]] = collections.defaultdict(lambda: itertools.count(1))
         self.webhooks: dict[str, Webhook] = {}
         self.channels: dict[str, Channel] = {}
         self.conversations: collections.OrderedDict[str, Conversation] = collections.OrderedDict()
         self._ended: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def new_id(self, kind: str) -> str:
-        """A fresh id shaped like 8x8's (22 characters of base64url), the same for the same seed."""
-        digest = hashlib.blake2b(f"{self._seed}:{kind}:{next(self._counter)}".encode(), digest_size=16).digest()
+        """A fresh id shaped like 8x8's (22 characters of base64url): the n-th of a kind is the same for a seed."""
+        digest = hashlib.blake2b(f"{self._seed}:{kind}:{next(self._counters[kind])}".encode(), digest_size=16).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def new_number(self) -> str:
         """A fresh numeric id, as webhooks and channels have."""
-        return str(next(self._counter))
+        return str(next(self._counters["number"]))
 
     def add_conversation(self, conversation: Conversation) -> list[Conversation]:
         """Remember `conversation`; answer the conversations evicted to stay within the bound."""

@@ -39,6 +39,8 @@ def load_v2_spec() -> dict[str, Any]:
     participants["get"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["participants"] = participant_list
     schemas["MessageListResult"]["allOf"][0]["properties"]["participants"] = participant_list
     _interaction_times_are_date_times(schemas)
+    # Flaw (API.md): the `Idempotency-Key` header parameter is defined but no operation uses it;
+    # there is nothing to patch, and the sandbox, like 8x8, ignores the header.
     return spec
 
 

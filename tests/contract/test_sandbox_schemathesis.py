@@ -108,7 +108,7 @@ def known(running: RunningSandbox) -> dict[str, dict[str, str]]:
 
 
 @v2_schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_chat_api_v2(case: schemathesis.Case, running: RunningSandbox, known: dict[str, Any]) -> None:
     ids = known["v2"]
     case.path_parameters["tenant-id"] = running.sandbox.config.tenant
@@ -117,7 +117,7 @@ def test_chat_api_v2(case: schemathesis.Case, running: RunningSandbox, known: di
 
 
 @gateway_schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_chat_gateway(case: schemathesis.Case, running: RunningSandbox, known: dict[str, Any]) -> None:
     ids = known["gateway"]
     _use_known_ids(case, ids, body_channel="channelId", body_webhook="webHookId")

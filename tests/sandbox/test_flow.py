@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -194,3 +195,34 @@ async def test_gateway_conversation(start, client_for, receiver: Receiver) -> No
     jwk = (await api.get(f"{GATEWAY_BASE}/jwk/{running.info['kid']}/public")).json()
     assert receiver.events()[1]["notificationVersion"] == "Chat Gateway v1.0"
     check_deliveries(receiver, jwk, "sandbox-tenant", "sandbox-customer")
+
+
+async def run_script(start, client_for, receiver: Receiver, seed: int) -> list[list[tuple[str, str]]]:
+    """Three conversations, one customer message each; what each one's webhooks said."""
+    receiver.received.clear()
+    running = await start(seed=seed, exchanges=1, transfer_probability=0.5, agents=6)
+    api = client_for(running)
+    base, auth = await v2_client(api, running)
+    channel_id = running.info["chat-api-v2"]["channels"][0]
+    ids = []
+    for n in range(3):
+        created = await api.post(f"{base}/conversations", headers=auth, json={"channelId": channel_id, "customer": {"n": str(n)}})
+        ids.append(created.json()["conversationId"])
+    for conversation_id in ids:
+        await receiver.wait_for_types(conversation_id, "AGENT_JOINED", "TEXT")
+        await api.post(f"{base}/conversations/{conversation_id}/messages", headers=auth, json={"text": "help"})
+    for conversation_id in ids:
+        await receiver.wait_for(lambda events: bool(events) and any(
+            e["eventType"] == "AGENT_LEFT" and e.get("conversationId") == conversation_id for e in events
+        ) and receiver.events(conversation_id)[-1]["eventType"] in ("AGENT_LEFT", "TEXT"))
+    await asyncio.sleep(0.2)  # let any second agent finish greeting
+    await running.stop()
+    return [[(e["eventType"], e.get("message", e.get("agentName", ""))) for e in receiver.events(c)] for c in ids]
+
+
+async def test_agents_are_deterministic_for_a_seed(start, client_for, receiver: Receiver) -> None:
+    first = await run_script(start, client_for, receiver, seed=42)
+    again = await run_script(start, client_for, receiver, seed=42)
+    assert first == again
+    others = [await run_script(start, client_for, receiver, seed=seed) for seed in (1, 2)]
+    assert any(other != first for other in others)

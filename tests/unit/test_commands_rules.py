@@ -39,7 +39,7 @@ def test_start_becomes_the_create_request() -> None:
     body = {
         "customer": {"name": "Ann", "email": "a@x.io", "properties": {"tier": "gold"}, "phone": None},
         "channel_id": None,
-        "assignment": {"type": "SCRIPT", "id": "7"},
+        "assignment": (f"{NS}.Assignment", {"type": "SCRIPT", "id": "7"}),
         "history": [{"text": "earlier", "author_type": "BOT"}],
     }
     request = new_conversation(parse_command(_record("StartConversation", body), "r-1"), "default-channel")

@@ -1,0 +1,365 @@
+"""Command processor benchmark: preloaded commands through one worker against the sandbox, and the ceiling.
+
+    .venv/bin/python bench/commands.py                      # 20,000 commands over 2,000 refs, 20 ms latency
+    .venv/bin/python bench/commands.py --refs 200 --rss 0   # a quick run
+
+1. The sandbox runs as its own process with the given latency on every 8x8 call; its webhooks go
+   to a sink (this benchmark measures commands, not events).
+2. All commands (per ref: start, N messages, end) are published before the worker starts.
+3. One `connector worker` process runs them; commands/s = commands / (last result - worker ready).
+4. Every command must have exactly one SUCCEEDED result; the sandbox's request log is checked for
+   order per ref, repeated messages and conversations created twice.
+5. The ceiling: plain httpx, same concurrency, same request mix and order per ref, same sandbox.
+6. RSS of a worker whose table holds `--rss` conversations (written to the changelog directly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connector.client import CommandPublisher  # noqa: E402
+from connector.config import load_settings  # noqa: E402
+from connector.status import Conversation, Status  # noqa: E402
+from connector.topics import create_topics  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--refs", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=8, help="messages per ref (plus one start and one end)")
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--generation", default="chat-api-v2")
+    parser.add_argument("--transcripts", action="store_true", help="read a transcript back at every end")
+    parser.add_argument("--rss", type=int, default=100_000, help="conversations in the table for the RSS check (0: skip)")
+    args = parser.parse_args()
+
+    sink_port = _serve_sink()
+    sandbox_port = _free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-commands-"))
+    sandbox = subprocess.Popen(
+        [sys.executable, "-m", "connector.sandbox", "--port", str(sandbox_port), "--latency-ms", str(args.latency_ms),
+         "--webhook-url", f"http://127.0.0.1:{sink_port}/hook", "--exchanges", "0", "--log-size", "200000",
+         "--max-conversations", "200000"],
+        stdout=open(workdir / "sandbox.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    admin = httpx.Client(base_url=sandbox_url, timeout=60)
+    _wait(lambda: admin.get("/_sandbox/info").status_code == 200, 20, "sandbox")
+    channel = admin.get("/_sandbox/info").json()[args.generation]["channels"][0]
+    try:
+        report: dict[str, Any] = {"args": vars(args)}
+        report["worker"] = _run_worker(args, sandbox_url, channel, admin, workdir)
+        admin.delete("/_sandbox/requests")
+        report["ceiling"] = asyncio.run(_ceiling(args, sandbox_url, channel))
+        report["ceiling"]["checks"] = _check_log(admin.get("/_sandbox/requests").json(), admin, args, "ceil-")
+        if args.rss:
+            report["rss"] = _rss(args, workdir)
+    finally:
+        sandbox.kill()
+    worker, ceiling = report["worker"], report["ceiling"]
+    report["share_of_ceiling"] = round(worker["requests_per_s"] / ceiling["requests_per_s"], 3)
+    print(json.dumps(report, indent=2))
+
+
+# --- the worker run -----------------------------------------------------------------------------
+
+
+def _run_worker(args: argparse.Namespace, sandbox_url: str, channel: str, admin: httpx.Client, workdir: Path) -> dict[str, Any]:
+    env = _env(workdir, "run", sandbox_url, channel, args)
+    settings = _settings(env)
+    create_topics(settings)
+    refs = [f"bench-{i}" for i in range(args.refs)]
+    started = time.perf_counter()
+    ids: list[str] = []
+    with CommandPublisher(settings) as publisher:
+        for ref in refs:
+            ids.append(publisher.start(ref, name=f"Customer {ref}"))
+        for n in range(args.messages):
+            for ref in refs:
+                ids.append(publisher.message(ref, f"{ref} #{n}"))
+        for ref in refs:
+            ids.append(publisher.end(ref))
+    published = time.perf_counter() - started
+    total = len(ids)
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "connector", "worker"], env={**os.environ, **env},
+        stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait(lambda: _ready(env), 90, "worker")
+        ready = time.perf_counter()
+        counter = KafkaConsumer(**settings.kafka_python_config(), group_id=None)
+        tps = [TopicPartition(settings.topic_command_results, p) for p in range(settings.kafka_partitions)]
+        peak_rss = 0
+        while sum(counter.end_offsets(tps).values()) < total:
+            peak_rss = max(peak_rss, _rss_of(worker.pid))
+            if time.perf_counter() - ready > 600:
+                raise SystemExit("the worker did not finish in 10 minutes")
+            time.sleep(0.2)
+        done = time.perf_counter()
+        counter.close()
+    finally:
+        worker.kill()
+    results = _read_results(settings, tps)
+    by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        by_id[result["command_id"]].append(result)
+    outcomes = defaultdict(int)
+    for command_id in ids:
+        records = by_id.get(command_id, [])
+        outcomes["missing" if not records else "more than one" if len(records) > 1 else records[0]["status"]] += 1
+    span_s = (max(r["processed_at"] for r in results) - min(r["processed_at"] for r in results)).total_seconds()
+    log = admin.get("/_sandbox/requests").json()
+    requests = len(log)
+    return {
+        "commands": total,
+        "published_in_s": round(published, 2),
+        "wall_s": round(done - ready, 2),
+        "commands_per_s": round(total / (done - ready), 1),
+        "commands_per_s_processing_span": round(total / span_s, 1),
+        "requests": requests,
+        "requests_per_s": round(requests / (done - ready), 1),
+        "results": dict(outcomes),
+        "peak_rss_mb": round(peak_rss / 1024, 1),
+        "checks": _check_log(log, admin, args, "bench-"),
+    }
+
+
+def _read_results(settings: Any, tps: list[TopicPartition]) -> list[dict[str, Any]]:
+    from tests.commands.conftest import TopicReader
+
+    env = {"CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+           "CONNECTOR_SCHEMA_REGISTRY_URL": settings.schema_registry_url}
+    reader = TopicReader(env, settings.topic_command_results, "CommandResult")
+    total = 0
+    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None)
+    total = sum(consumer.end_offsets(tps).values())
+    consumer.close()
+    while len(reader.records) < total:
+        reader.poll(1.0)
+    reader.close()
+    return reader.records
+
+
+def _check_log(log: list[dict[str, Any]], admin: httpx.Client, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """Order per ref, repeated messages and duplicate conversations, from the sandbox's request log."""
+    conversations = [c for c in admin.get("/_sandbox/conversations").json() if c["generation"] == args.generation]
+    ref_of: dict[str, str] = {}
+    created: dict[str, int] = defaultdict(int)
+    for conversation in conversations:
+        customer = conversation["customer"]
+        ref = customer.get("connectorRef") or next(
+            (p["value"] for p in customer.get("additionalProperties", []) if p["key"] == "connectorRef"), None
+        )
+        if ref and ref.startswith(prefix):
+            ref_of[conversation["id"]] = ref
+            created[ref] += 1
+    sent: dict[str, list[int]] = defaultdict(list)
+    for request in log:
+        if request["operation"].startswith("sendmessage") and request["status"] == 202:
+            conversation_id = request["path"].split("/conversations/")[1].split("/")[0]
+            if conversation_id in ref_of:
+                sent[ref_of[conversation_id]].append(int(request["body"]["text"].rsplit("#", 1)[1]))
+    return {
+        "refs": len(created),
+        "conversations_created_twice": sum(1 for n in created.values() if n > 1),
+        "refs_out_of_order": sum(1 for numbers in sent.values() if numbers != sorted(numbers)),
+        "messages_repeated": sum(len(n) - len(set(n)) for n in sent.values()),
+        "messages_missing": sum(args.messages - len(set(n)) for n in sent.values()) + args.messages * (len(created) - len(sent)),
+    }
+
+
+# --- the ceiling: plain httpx ------------------------------------------------------------------
+
+
+async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str) -> dict[str, Any]:
+    """The same request mix with plain httpx: per ref in order, refs in parallel, `in_flight` at once."""
+    limits = httpx.Limits(max_connections=args.in_flight, max_keepalive_connections=args.in_flight)
+    async with httpx.AsyncClient(base_url=sandbox_url, limits=limits, timeout=30) as client:
+        if args.generation == "chat-api-v2":
+            answer = await client.post("/oauth/v2/token", data={"grant_type": "client_credentials"},
+                                       auth=("sandbox-api-key", "sandbox-api-secret"))
+            headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+            root = "/vcc/us/chat/v2/tenant/sandbox-tenant"
+        else:
+            headers = {"x-api-key": "sandbox-api-key", "X-8x8-Tenant": "sandbox-tenant"}
+            root = "/chat-gateway/v1"
+        slots = asyncio.Semaphore(args.in_flight)
+        count = 0
+
+        async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+            nonlocal count
+            async with slots:
+                response = await client.request(method, root + path, headers=headers, **kwargs)
+            count += 1
+            response.raise_for_status()
+            return response
+
+        async def conversation(ref: str) -> None:
+            if args.generation == "chat-api-v2":
+                body = {"channelId": channel, "customer": {"name": ref, "connectorRef": ref}}
+            else:
+                body = {"channelId": channel, "user": {"name": ref, "additionalProperties": [{"key": "connectorRef", "value": ref}]}}
+            conversation_id = (await call("POST", "/conversations", json=body)).json()["conversationId"]
+            for n in range(args.messages):
+                await call("POST", f"/conversations/{conversation_id}/messages", json={"text": f"{ref} #{n}", "authorType": "user"})
+            if args.generation == "chat-api-v2":
+                await call("DELETE", f"/conversations/{conversation_id}/participants/customer")
+            else:
+                await call("PATCH", f"/conversations/{conversation_id}/participants/user", json={"removed": True})
+
+        started = time.perf_counter()
+        await asyncio.gather(*(conversation(f"ceil-{i}") for i in range(args.refs)))
+        elapsed = time.perf_counter() - started
+    return {"requests": count, "wall_s": round(elapsed, 2), "requests_per_s": round(count / elapsed, 1)}
+
+
+# --- RSS with a big table ------------------------------------------------------------------------
+
+
+def _rss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Write `--rss` conversations to the changelog as the worker stores them, start a worker, measure RSS."""
+    env = _env(workdir, "rss", "http://127.0.0.1:9", "1", args)
+    settings = _settings(env)
+    create_topics(settings)
+    producer = KafkaProducer(**settings.kafka_python_config(), acks=1, linger_ms=20, batch_size=256 * 1024)
+    topic = f"{settings.app_id}-conversations-changelog"
+    now = int(time.time() * 1000)
+    for i in range(args.rss):
+        ref = f"rss-{i}"
+        conversation = Conversation(
+            ref=ref, status=Status.QUEUED, conversation_id=uuid.uuid4().hex, generation=args.generation, channel_id="1",
+            interaction_count=1, created_at=now, updated_at=now,
+        ).remember(str(uuid.uuid4()), {"command_type": "START_CONVERSATION", "status": "SUCCEEDED", "attempts": 1, "processed_at": now})
+        producer.send(topic, key=ref.encode(), value=json.dumps(conversation.to_dict()).encode())
+    producer.flush()
+    producer.close()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "connector", "worker"], env={**os.environ, **env},
+        stdout=open(workdir / "worker-rss.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait(lambda: _ready(env), 300, "worker (rss)")
+        url = f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}"
+        probe = httpx.get(f"{url}/conversations/rss-{args.rss - 1}", timeout=10)
+        assert probe.status_code == 200, probe.text
+        time.sleep(2)
+        return {"conversations": args.rss, "worker_rss_mb": round(_rss_of(worker.pid) / 1024, 1)}
+    finally:
+        worker.kill()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _env(workdir: Path, name: str, sandbox_url: str, channel: str, args: argparse.Namespace) -> dict[str, str]:
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    return {
+        "CONNECTOR_APP_ID": f"{prefix}-connector",
+        "CONNECTOR_DATA_DIR": str(workdir / name),
+        "CONNECTOR_KAFKA_PARTITIONS": "8",
+        "CONNECTOR_TOPIC_COMMANDS": f"{prefix}.chat.commands",
+        "CONNECTOR_TOPIC_COMMAND_RESULTS": f"{prefix}.chat.command-results",
+        "CONNECTOR_TOPIC_COMMANDS_DLQ": f"{prefix}.chat.commands.dlq",
+        "CONNECTOR_TOPIC_EVENTS": f"{prefix}.chat.events",
+        "CONNECTOR_TOPIC_TRANSCRIPTS": f"{prefix}.chat.transcripts",
+        "CONNECTOR_TOPIC_WEBHOOKS_RAW": f"{prefix}.chat.webhooks.raw",
+        "CONNECTOR_WEB_HOST": "127.0.0.1",
+        "CONNECTOR_WEB_PORT": str(_free_port()),
+        "CONNECTOR_PLATFORM_GENERATION": args.generation,
+        "CONNECTOR_PLATFORM_BASE_URL": sandbox_url,
+        "CONNECTOR_PLATFORM_TENANT_ID": "sandbox-tenant",
+        "CONNECTOR_PLATFORM_API_KEY": "sandbox-api-key",
+        "CONNECTOR_PLATFORM_API_SECRET": "sandbox-api-secret",
+        "CONNECTOR_PLATFORM_CHANNEL_ID": channel,
+        "CONNECTOR_COMMAND_MAX_IN_FLIGHT": str(args.in_flight),
+        "CONNECTOR_COMMAND_TRANSCRIPT_ON_END": "true" if args.transcripts else "false",
+        "CONNECTOR_LOG_LEVEL": "WARNING",
+    }
+
+
+def _settings(env: dict[str, str]) -> Any:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _ready(env: dict[str, str]) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{what} not ready in {timeout}s")
+
+
+def _rss_of(pid: int) -> int:
+    """Resident set size of `pid` in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve_sink() -> int:
+    """A webhook receiver answering 200 to everything, on its own thread."""
+    port = _free_port()
+
+    async def ok(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200)
+
+    def run() -> None:
+        app = web.Application()
+        app.router.add_post("/hook", ok)
+        web.run_app(app, host="127.0.0.1", port=port, print=None, handle_signals=False, access_log=None)
+
+    threading.Thread(target=run, daemon=True).start()
+    _wait(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True, 10, "sink")
+    return port
+
+
+if __name__ == "__main__":
+    main()
