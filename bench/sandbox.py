@@ -1,6 +1,6 @@
 """Throughput of the 8x8 sandbox against a bare aiohttp handler, on one core each.
 
-    .venv/bin/python bench/sandbox.py [--seconds 10] [--connections 64]
+    .venv/bin/python bench/sandbox.py [--seconds 5] [--rounds 3] [--connections 64]
 
 Each server runs in its own process pinned to CPU 0; the load comes from wrk (keep-alive) pinned
 to CPU 1: one Chat API v2 create-conversation for every three send-message calls. Three runs:
@@ -67,21 +67,24 @@ end
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="alternate the runs this often; keep each one's best")
     parser.add_argument("--connections", type=int, default=64)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
 
     load_before = os.getloadavg()[0]
-    bare = run_bare(args)
-    api_only = run_sandbox(args, deliver=False)
-    delivering = run_sandbox(args, deliver=True)
+    rounds = [(run_bare(args), run_sandbox(args, deliver=False), run_sandbox(args, deliver=True)) for _ in range(args.rounds)]
+    # On a shared machine other work only ever slows a run down: the best of each is the least disturbed.
+    bare, api_only, delivering = (max(runs, key=lambda result: result["rps"]) for runs in zip(*rounds))
     lines = [
-        f"bare aiohttp handler (202):              {bare['rps']:>9,.0f} calls/s",
-        f"sandbox, webhook delivery off:           {api_only['rps']:>9,.0f} calls/s  ({api_only['rps'] / bare['rps']:.0%} of bare)",
-        f"sandbox, every event signed + delivered: {delivering['rps']:>9,.0f} calls/s  ({delivering['rps'] / bare['rps']:.0%} of bare), "
-        f"{delivering['delivered_per_s']:,.0f} webhooks/s delivered",
+        "                                          calls/s   vs bare   server CPU per call",
+        f"bare aiohttp handler (202):              {bare['rps']:>9,.0f}             {bare['cpu_us']:>6.0f} us",
+        f"sandbox, webhook delivery off:           {api_only['rps']:>9,.0f}   {api_only['rps'] / bare['rps']:>6.0%}    {api_only['cpu_us']:>6.0f} us"
+        f"  (one core at this cost: {1e6 / api_only['cpu_us']:,.0f} calls/s)",
+        f"sandbox, every event signed + delivered: {delivering['rps']:>9,.0f}   {delivering['rps'] / bare['rps']:>6.0%}    {delivering['cpu_us']:>6.0f} us"
+        f"  ({delivering['delivered_per_s']:,.0f} webhooks/s delivered)",
     ]
     for result in (bare, api_only, delivering):
         if result["errors"]:
@@ -96,7 +99,7 @@ def run_bare(args: argparse.Namespace) -> dict:
     server = pinned([sys.executable, "-c", BARE_SERVER, str(port)], cpu=0)
     try:
         wait_port(port)
-        result = wrk(args, f"http://127.0.0.1:{port}", token="x", base="/vcc/us/chat/v2/tenant/t", channel="1", conversation="c")
+        result = wrk(args, f"http://127.0.0.1:{port}", server.pid, token="x", base="/vcc/us/chat/v2/tenant/t", channel="1", conversation="c")
         return {"name": "bare", **result}
     finally:
         stop(server)
@@ -129,7 +132,7 @@ def run_sandbox(args: argparse.Namespace, *, deliver: bool) -> dict:
         ).json()["conversationId"]
         time.sleep(0.5)
         before = delivered(url)
-        result = wrk(args, url, token=token, base=base, channel=channel, conversation=conversation)
+        result = wrk(args, url, server.pid, token=token, base=base, channel=channel, conversation=conversation)
         result["delivered_per_s"] = (delivered(url) - before) / args.seconds
         return {"name": "sandbox with delivery" if deliver else "sandbox", **result}
     finally:
@@ -137,19 +140,29 @@ def run_sandbox(args: argparse.Namespace, *, deliver: bool) -> dict:
         stop(sink)
 
 
-def wrk(args: argparse.Namespace, url: str, **values: str) -> dict:
+def wrk(args: argparse.Namespace, url: str, server_pid: int, **values: str) -> dict:
+    """Load `url` with wrk; answer calls/s, errors, and the server's CPU time per call."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % values)
     try:
         command = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "-s", script.name, url]
+        cpu_before = cpu_seconds(server_pid)
         output = subprocess.run(pin(command, cpu=1), capture_output=True, text=True, check=True).stdout
+        cpu = cpu_seconds(server_pid) - cpu_before
     finally:
         os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    calls = int(re.search(r"(\d+) requests in", output).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket_errors = re.search(r"Socket errors: (.*)", output)
     errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, re.findall(r"\d+", socket_errors.group(1)))) if socket_errors else 0)
-    return {"rps": rps, "errors": errors}
+    return {"rps": rps, "errors": errors, "cpu_us": cpu / calls * 1e6}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process `pid` used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def delivered(url: str) -> int:
@@ -164,9 +177,9 @@ def write_results(args: argparse.Namespace, lines: list[str]) -> None:
         [
             HEADING,
             "",
-            f"`.venv/bin/python bench/sandbox.py --seconds {args.seconds} --connections {args.connections}`"
+            f"`.venv/bin/python bench/sandbox.py --seconds {args.seconds} --rounds {args.rounds} --connections {args.connections}`"
             f" ({time.strftime('%Y-%m-%d')}, {cpu}, {os.cpu_count()} cores; servers pinned to CPU 0, wrk to CPU 1;"
-            " mix: 1 v2 create-conversation per 3 send-message calls, keep-alive)",
+            " mix: 1 v2 create-conversation per 3 send-message calls, keep-alive; best of the alternated rounds)",
             "",
             "```",
             *lines,

@@ -16,11 +16,21 @@ import faust
 from connector.config import Settings
 from connector.schemas import AvroCodec
 
-__all__ = ["CONVERSATIONS_TABLE", "REFS_TABLE", "TABLES", "Connector", "build"]
+__all__ = [
+    "CONVERSATIONS_TABLE",
+    "HELD_EVENTS_TABLE",
+    "REFS_TABLE",
+    "SEEN_EVENTS_TABLE",
+    "TABLES",
+    "Connector",
+    "build",
+]
 
 CONVERSATIONS_TABLE = "conversations"
 REFS_TABLE = "refs"
-TABLES = (CONVERSATIONS_TABLE, REFS_TABLE)
+HELD_EVENTS_TABLE = "held-events"  # events waiting for their ref (event agent)
+SEEN_EVENTS_TABLE = "seen-events"  # recent event ids, to drop 8x8's retries (event agent)
+TABLES = (CONVERSATIONS_TABLE, REFS_TABLE, HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE)
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +75,9 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         web_in_thread=False,
         **({"canonical_url": settings.web_canonical_url} if settings.web_canonical_url else {}),
         broker_client_id=settings.kafka_client_id,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         table_cleanup_interval=30.0,
         stream_wait_empty=True,
         autodiscover=False,

@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(
         1, ge=1, le=32, description="Replication factor of the topics the connector creates."
     )
+    kafka_session_timeout_s: float = Field(
+        30.0, gt=0, description="Consumer group session timeout: how soon partitions of a dead worker move on."
+    )
+    kafka_heartbeat_interval_s: float = Field(
+        3.0, gt=0, description="Consumer group heartbeat interval (well below the session timeout)."
+    )
+    kafka_rebalance_timeout_s: float = Field(
+        60.0, gt=0, description="How long a rebalance waits for every worker to rejoin."
+    )
     kafka_client_id: str = Field("kafka-8x8-connector", description="Kafka client id prefix.")
 
     # --- Schema registry -----------------------------------------------------------------------
@@ -125,6 +134,30 @@ class Settings(BaseSettings):
         "default http://<host name>:<web port>.",
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+
+    # --- Webhook edge and event agent ------------------------------------------------------------
+    webhook_verify_signatures: bool = Field(
+        True, description="Verify 8x8's JWS on every webhook. Off only for development (logged loudly)."
+    )
+    webhook_replay_window_s: float = Field(
+        300.0, gt=0, description="Largest distance of x-8x8-transmission-time from now, seconds (replay guard)."
+    )
+    webhook_max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest webhook body accepted (413 above).")
+    webhook_append_timeout_s: float = Field(
+        5.0, gt=0, description="How long the edge waits for Kafka's ack before answering 503 (8x8 retries)."
+    )
+    webhook_jwk_refetch_interval_s: float = Field(
+        5.0, gt=0, description="Unknown signing key ids are fetched at most once per this many seconds (burst 3)."
+    )
+    events_hold_max: int = Field(
+        10_000, ge=0, description="Events held per worker while their conversation's ref is not known yet."
+    )
+    events_hold_s: float = Field(
+        30.0, ge=0, description="How long an event waits for its ref before it is published keyed by the 8x8 id."
+    )
+    events_dedupe_per_partition: int = Field(
+        10_000, ge=1, description="Recent event ids remembered per partition of chat.webhooks.raw to drop retries."
+    )
 
     # --- 8x8 platform --------------------------------------------------------------------------
     platform_generation: Generation = Field(

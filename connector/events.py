@@ -30,6 +30,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from connector.app import HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE
 from connector.config import Generation
 from connector.schemas import SchemaError
 from connector.status import Conversation, after_event
@@ -114,9 +115,7 @@ def event_key(body: bytes, event_id: str) -> str:
 
 def install(connector: Any) -> None:
     """Add the event agent, its hold timer and the status agent to the connector's app."""
-    from connector.ingress import IngressSettings
-
-    agent = _EventAgent(connector, IngressSettings())
+    agent = _EventAgent(connector, connector.settings)
     app = connector.app
     app.agent(connector.webhooks_raw, name="connector.events.raw")(agent.run)
     app.timer(1.0, name="connector.events.hold-timer")(agent.release_expired)
@@ -235,8 +234,8 @@ class _EventAgent:
         self._options = options
         app = connector.app
         partitions = connector.settings.kafka_partitions
-        self._held = app.Table("held-events", default=None, partitions=partitions, key_type=str)
-        self._seen = app.Table("seen-events", default=None, partitions=partitions, key_type=str)
+        self._held = app.Table(HELD_EVENTS_TABLE, default=None, partitions=partitions, key_type=str)
+        self._seen = app.Table(SEEN_EVENTS_TABLE, default=None, partitions=partitions, key_type=str)
         self._order: dict[int, collections.deque[str]] = {}
         self._seq = 0
         self._held_count = 0

@@ -16,13 +16,13 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InvalidProducerIdMapping, OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId
 from faust.web import Request, Response, View
 from mode import Service
 from prometheus_client import Counter, Gauge, Histogram
 
 from connector.config import Settings
 from connector.events import event_id_of, event_key
-from connector.ingress import IngressSettings
 from connector.signature import HEADERS, JwkCache, SignatureError, Verifier, jwk_url
 
 __all__ = ["PATH", "Appender", "install"]
@@ -42,22 +42,21 @@ VERIFYING = Gauge("connector_webhook_verification_enabled", "1 when webhook sign
 
 
 class Appender:
-    """The edge's own idempotent producer (acks=all) to chat.webhooks.raw."""
+    """The edge's own idempotent producer (acks=all) to chat.webhooks.raw.
+
+    After a broker outage aiokafka's idempotent producer can be left with sequence numbers the
+    broker refuses (OutOfOrderSequenceNumber on every later send); such a producer is replaced by a
+    new one, which gets a new producer id.
+    """
 
     def __init__(self, settings: Settings, timeout_s: float) -> None:
         self._settings = settings
         self._timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
+        self._replacing: asyncio.Lock = asyncio.Lock()
 
     async def start(self) -> None:
-        config = settings_for_aiokafka(self._settings)
-        self._producer = AIOKafkaProducer(
-            **config,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=1,
-            request_timeout_ms=max(int(self._timeout_s * 1000), 5000),
-        )
+        self._producer = self._new_producer()
         await self._producer.start()
 
     async def stop(self) -> None:
@@ -70,11 +69,12 @@ class Appender:
         A record not acknowledged in time may still be written later: the event agent drops the
         duplicate that 8x8's retry then makes.
         """
-        if self._producer is None:
+        producer = self._producer
+        if producer is None:
             return False
         try:
             delivery = await asyncio.wait_for(
-                self._producer.send(self._settings.topic_webhooks_raw, value=value, key=key), self._timeout_s
+                producer.send(self._settings.topic_webhooks_raw, value=value, key=key), self._timeout_s
             )
             done, _ = await asyncio.wait((delivery,), timeout=self._timeout_s)
         except Exception as exc:  # a timeout, or one of aiokafka's many kinds while the broker is away
@@ -82,10 +82,13 @@ class Appender:
             return False
         if not done:
             return False
-        if delivery.exception() is not None:
-            logger.warning("append to %s failed: %s", self._settings.topic_webhooks_raw, delivery.exception())
-            return False
-        return True
+        error = delivery.exception()
+        if error is None:
+            return True
+        logger.warning("append to %s failed: %s", self._settings.topic_webhooks_raw, error)
+        if isinstance(error, _BROKEN_PRODUCER):
+            await self._replace(producer)
+        return False
 
     async def reachable(self, timeout: float = 2.0) -> bool:
         """Whether the brokers answer a metadata request now."""
@@ -95,6 +98,28 @@ class Appender:
             return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout))
         except Exception:  # any failure means not reachable
             return False
+
+    async def _replace(self, broken: AIOKafkaProducer) -> None:
+        async with self._replacing:
+            if self._producer is not broken:
+                return  # another request replaced it already
+            logger.warning("replacing the webhook producer (its idempotent sequence is out of step)")
+            fresh = self._new_producer()
+            await fresh.start()
+            self._producer = fresh
+        asyncio.ensure_future(broken.stop())
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **settings_for_aiokafka(self._settings),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=1,
+            request_timeout_ms=max(int(self._timeout_s * 1000), 5000),
+        )
+
+
+_BROKEN_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping, ProducerFenced)
 
 
 def settings_for_aiokafka(settings: Settings) -> dict[str, Any]:
@@ -107,16 +132,15 @@ def settings_for_aiokafka(settings: Settings) -> dict[str, Any]:
 def install(connector: Any) -> None:
     """Add the webhook view and the edge's producer to the app; expose readiness checks."""
     settings: Settings = connector.settings
-    options = IngressSettings()
-    appender = Appender(settings, options.webhook_append_timeout_s)
+    appender = Appender(settings, settings.webhook_append_timeout_s)
     verifier: Verifier | None = None
     keys: JwkCache | None = None
-    if options.webhook_verify_signatures:
+    if settings.webhook_verify_signatures:
         client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
         keys = JwkCache(
-            lambda kid: jwk_url(settings, kid), client, refetch_interval_s=options.webhook_jwk_refetch_interval_s
+            lambda kid: jwk_url(settings, kid), client, refetch_interval_s=settings.webhook_jwk_refetch_interval_s
         )
-        verifier = Verifier(keys, tenant_id=settings.platform_tenant_id, window_s=options.webhook_replay_window_s)
+        verifier = Verifier(keys, tenant_id=settings.platform_tenant_id, window_s=settings.webhook_replay_window_s)
         VERIFYING.set(1)
         if not settings.platform_tenant_id:
             logger.warning("CONNECTOR_PLATFORM_TENANT_ID is empty: every webhook will be refused (wrong tenant)")
@@ -144,7 +168,7 @@ def install(connector: Any) -> None:
     if keys is not None:
         checks["jwk"] = _jwk_ready(keys)
 
-    edge = _Edge(connector, appender, verifier, options.webhook_max_body_bytes)
+    edge = _Edge(connector, appender, verifier, settings.webhook_max_body_bytes)
 
     @connector.app.page(PATH)
     class WebhookView(View):

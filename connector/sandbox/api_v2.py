@@ -37,6 +37,14 @@ class ChatApiV2:
     def routes(self) -> list[web.RouteDef]:
         """Every v2 route; literal paths before the parameterised ones they would shadow."""
         return [
+            # The conversation routes first: the router tries the /vcc routes in order.
+            web.post(f"{BASE}/conversations/{{id}}/messages", self.send_message),
+            web.post(f"{BASE}/conversations", self.create_conversation),
+            web.get(f"{BASE}/conversations", self.list_conversations),
+            web.get(f"{BASE}/conversations/{{id}}", self.get_conversation),
+            web.get(f"{BASE}/conversations/{{id}}/messages", self.list_messages),
+            web.get(f"{BASE}/conversations/{{id}}/participants", self.list_participants),
+            web.delete(f"{BASE}/conversations/{{id}}/participants/customer", self.customer_leaves),
             web.post("/oauth/v2/token", self.create_token),
             web.get("/vcc/{region}/chat/v2/jwk/{kid}/public", self.get_jwk),
             web.post(f"{BASE}/web-hooks/verify", self.verify_webhook),
@@ -50,13 +58,6 @@ class ChatApiV2:
             web.get(f"{BASE}/channels/{{id}}", self.get_channel),
             web.put(f"{BASE}/channels/{{id}}", self.update_channel),
             web.delete(f"{BASE}/channels/{{id}}", self.delete_channel),
-            web.get(f"{BASE}/conversations", self.list_conversations),
-            web.post(f"{BASE}/conversations", self.create_conversation),
-            web.get(f"{BASE}/conversations/{{id}}", self.get_conversation),
-            web.get(f"{BASE}/conversations/{{id}}/participants", self.list_participants),
-            web.delete(f"{BASE}/conversations/{{id}}/participants/customer", self.customer_leaves),
-            web.get(f"{BASE}/conversations/{{id}}/messages", self.list_messages),
-            web.post(f"{BASE}/conversations/{{id}}/messages", self.send_message),
         ]
 
     def authenticate(self, request: web.Request) -> None:

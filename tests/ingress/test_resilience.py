@@ -15,8 +15,12 @@ pytestmark = pytest.mark.kafka
 
 STACK = Path(__file__).resolve().parents[2] / "devstack" / "stack"
 CONVERSATIONS = 4
-# Faust reads these from the environment: a killed member leaves the group in seconds, not a minute.
-FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "6", "BROKER_HEARTBEAT_INTERVAL": "1", "BROKER_REBALANCE_TIMEOUT": "10"}
+# A killed member leaves the group in seconds, not half a minute.
+FAST_GROUP = {
+    "CONNECTOR_KAFKA_SESSION_TIMEOUT_S": "6",
+    "CONNECTOR_KAFKA_HEARTBEAT_INTERVAL_S": "1",
+    "CONNECTOR_KAFKA_REBALANCE_TIMEOUT_S": "10",
+}
 
 
 class Stream:
