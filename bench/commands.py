@@ -3,8 +3,8 @@
     .venv/bin/python bench/commands.py                      # 20,000 commands over 2,000 refs, 20 ms latency
     .venv/bin/python bench/commands.py --refs 200 --rss 0   # a quick run
 
-1. The sandbox runs as its own process with the given latency on every 8x8 call; its webhooks go
-   to a sink (this benchmark measures commands, not events).
+1. The sandbox runs as its own process with the given latency on every 8x8 call; its webhooks are
+   deleted after start (this benchmark measures commands, not events).
 2. All commands (per ref: start, N messages, end) are published before the worker starts.
 3. One `connector worker` process runs them; commands/s = commands / (last result - worker ready).
 4. Every command must have exactly one SUCCEEDED result; the sandbox's request log is checked for
@@ -66,10 +66,13 @@ def main() -> None:
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     admin = httpx.Client(base_url=sandbox_url, timeout=60)
     _wait(lambda: admin.get("/_sandbox/info").status_code == 200, 20, "sandbox")
-    channel = admin.get("/_sandbox/info").json()[args.generation]["channels"][0]
+    info = admin.get("/_sandbox/info").json()
+    channel = info[args.generation]["channels"][0]
+    _delete_webhooks(admin, info)
     try:
         report: dict[str, Any] = {"args": vars(args)}
         report["worker"] = _run_worker(args, sandbox_url, channel, admin, workdir)
+        print(json.dumps(report["worker"]), file=sys.stderr)
         admin.delete("/_sandbox/requests")
         report["ceiling"] = asyncio.run(_ceiling(args, sandbox_url, channel))
         report["ceiling"]["checks"] = _check_log(admin.get("/_sandbox/requests").json(), admin, args, "ceil-")
@@ -182,7 +185,11 @@ def _check_log(log: list[dict[str, Any]], admin: httpx.Client, args: argparse.Na
             conversation_id = request["path"].split("/conversations/")[1].split("/")[0]
             if conversation_id in ref_of:
                 sent[ref_of[conversation_id]].append(int(request["body"]["text"].rsplit("#", 1)[1]))
+    operations: dict[str, int] = defaultdict(int)
+    for request in log:
+        operations[f"{request['operation']} {request['status']}"] += 1
     return {
+        "operations": dict(operations),
         "refs": len(created),
         "conversations_created_twice": sum(1 for n in created.values() if n > 1),
         "refs_out_of_order": sum(1 for numbers in sent.values() if numbers != sorted(numbers)),
@@ -273,6 +280,21 @@ def _rss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _delete_webhooks(admin: httpx.Client, info: dict[str, Any]) -> None:
+    """Webhook delivery off (its RS256 signing would compete with the API for the sandbox's core)."""
+    token = admin.post(
+        "/oauth/v2/token", data={"grant_type": "client_credentials"}, auth=("sandbox-api-key", "sandbox-api-secret")
+    ).json()["access_token"]
+    for webhook in info["chat-api-v2"]["webhooks"]:
+        admin.delete(
+            f"/vcc/us/chat/v2/tenant/sandbox-tenant/web-hooks/{webhook}", headers={"Authorization": f"Bearer {token}"}
+        ).raise_for_status()
+    for webhook in info["chat-gateway-v1"]["webhooks"]:
+        admin.delete(
+            f"/chat-gateway/v1/webhooks/{webhook}", headers={"x-api-key": "sandbox-api-key", "X-8x8-Tenant": "sandbox-tenant"}
+        ).raise_for_status()
 
 
 def _env(workdir: Path, name: str, sandbox_url: str, channel: str, args: argparse.Namespace) -> dict[str, str]:

@@ -190,6 +190,7 @@ def write_results(args: argparse.Namespace, lines: list[str]) -> None:
             " The ratio to the bare handler is the figure to compare across machines; the absolute"
             " numbers depend on the machine and on what else runs on it (see the load average).",
             "",
+            "",
         ]
     )
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"

@@ -34,25 +34,22 @@ class FaultInjector:
     def configure(self, config: FaultConfig) -> None:
         """Use `config` from now on, restarting the random streams from the seed."""
         self.config = config
-        self._rngs: dict[str, random.Random] = {}
+        self._streams: dict[str, tuple[FaultRule, list[tuple[str, float]], random.Random] | None] = {}
 
     def decide(self, operation: str) -> Decision | None:
         """The decision for the next request to `operation`, or None when nothing applies."""
-        rule = self.config.operations.get(operation)
-        if rule is None:
-            if operation in PROTECTED_OPERATIONS:
-                return None
-            rule = self.config.default
-        rng = self._rngs.get(operation)
-        if rng is None:
-            rng = self._rngs[operation] = random.Random(f"{self._seed}:{operation}")
+        if operation not in self._streams:
+            self._streams[operation] = self._stream(operation)
+        stream = self._streams[operation]
+        if stream is None:
+            return None
+        rule, rates, rng = stream
         delay_ms = rule.latency_ms
         if rule.latency_jitter_ms:
             delay_ms += rng.uniform(-rule.latency_jitter_ms, rule.latency_jitter_ms)
         draw = rng.random()
         fault = None
-        for name in _FAULTS:
-            rate = getattr(rule, f"rate_{name}")
+        for name, rate in rates:
             if draw < rate:
                 fault = name
                 break
@@ -60,3 +57,15 @@ class FaultInjector:
         if fault is None and delay_ms <= 0:
             return None
         return Decision(max(delay_ms, 0.0) / 1000, fault, rule)
+
+    def _stream(self, operation: str) -> tuple[FaultRule, list[tuple[str, float]], random.Random] | None:
+        """The rule of `operation`, its rates and its random stream; None when it has nothing to do."""
+        rule = self.config.operations.get(operation)
+        if rule is None:
+            if operation in PROTECTED_OPERATIONS:
+                return None
+            rule = self.config.default
+        rates = [(name, getattr(rule, f"rate_{name}")) for name in _FAULTS]
+        if not rule.latency_ms and not rule.latency_jitter_ms and not any(rate for _, rate in rates):
+            return None
+        return rule, rates, random.Random(f"{self._seed}:{operation}")
