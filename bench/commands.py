@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from connector.client import CommandPublisher  # noqa: E402
 from connector.config import load_settings  # noqa: E402
+from connector.eightbyeight.transport import AiohttpTransport  # noqa: E402
 from connector.status import Conversation, Status  # noqa: E402
 from connector.topics import create_topics  # noqa: E402
 
@@ -73,15 +74,17 @@ def main() -> None:
         report: dict[str, Any] = {"args": vars(args)}
         report["worker"] = _run_worker(args, sandbox_url, channel, admin, workdir)
         print(json.dumps(report["worker"]), file=sys.stderr)
-        admin.delete("/_sandbox/requests")
-        report["ceiling"] = asyncio.run(_ceiling(args, sandbox_url, channel))
-        report["ceiling"]["checks"] = _check_log(admin.get("/_sandbox/requests").json(), admin, args, "ceil-")
+        for name, transport in (("ceiling", None), ("ceiling_aiohttp_pool", AiohttpTransport)):
+            admin.delete("/_sandbox/requests")
+            report[name] = asyncio.run(_ceiling(args, sandbox_url, channel, transport, name))
+            report[name]["checks"] = _check_log(admin.get("/_sandbox/requests").json(), admin, args, f"{name}-")
         if args.rss:
-            report["rss"] = _rss(args, workdir)
+            report["rss"] = _rss(args, workdir, sandbox_url, channel)
     finally:
         sandbox.kill()
-    worker, ceiling = report["worker"], report["ceiling"]
+    worker, ceiling = report["worker"], report["ceiling"]  # noqa: F841
     report["share_of_ceiling"] = round(worker["requests_per_s"] / ceiling["requests_per_s"], 3)
+    report["share_of_ceiling_aiohttp_pool"] = round(worker["requests_per_s"] / report["ceiling_aiohttp_pool"]["requests_per_s"], 3)
     print(json.dumps(report, indent=2))
 
 
@@ -201,10 +204,13 @@ def _check_log(log: list[dict[str, Any]], admin: httpx.Client, args: argparse.Na
 # --- the ceiling: plain httpx ------------------------------------------------------------------
 
 
-async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str) -> dict[str, Any]:
-    """The same request mix with plain httpx: per ref in order, refs in parallel, `in_flight` at once."""
+async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str, transport: Any, prefix: str) -> dict[str, Any]:
+    """The same request mix with plain httpx (its own pool, or the worker's aiohttp-pool transport):
+    per ref in order, refs in parallel, `in_flight` at once."""
     limits = httpx.Limits(max_connections=args.in_flight, max_keepalive_connections=args.in_flight)
-    async with httpx.AsyncClient(base_url=sandbox_url, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=sandbox_url, limits=limits, timeout=30, transport=transport(args.in_flight) if transport else None
+    ) as client:
         if args.generation == "chat-api-v2":
             answer = await client.post("/oauth/v2/token", data={"grant_type": "client_credentials"},
                                        auth=("sandbox-api-key", "sandbox-api-secret"))
@@ -238,7 +244,7 @@ async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str) -> 
                 await call("PATCH", f"/conversations/{conversation_id}/participants/user", json={"removed": True})
 
         started = time.perf_counter()
-        await asyncio.gather(*(conversation(f"ceil-{i}") for i in range(args.refs)))
+        await asyncio.gather(*(conversation(f"{prefix}-{i}") for i in range(args.refs)))
         elapsed = time.perf_counter() - started
     return {"requests": count, "wall_s": round(elapsed, 2), "requests_per_s": round(count / elapsed, 1)}
 
@@ -246,9 +252,9 @@ async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str) -> 
 # --- RSS with a big table ------------------------------------------------------------------------
 
 
-def _rss(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def _rss(args: argparse.Namespace, workdir: Path, sandbox_url: str, channel: str) -> dict[str, Any]:
     """Write `--rss` conversations to the changelog as the worker stores them, start a worker, measure RSS."""
-    env = _env(workdir, "rss", "http://127.0.0.1:9", "1", args)
+    env = _env(workdir, "rss", sandbox_url, channel, args)
     settings = _settings(env)
     create_topics(settings)
     producer = KafkaProducer(**settings.kafka_python_config(), acks=1, linger_ms=20, batch_size=256 * 1024)
@@ -319,7 +325,7 @@ def _env(workdir: Path, name: str, sandbox_url: str, channel: str, args: argpars
         "CONNECTOR_PLATFORM_CHANNEL_ID": channel,
         "CONNECTOR_COMMAND_MAX_IN_FLIGHT": str(args.in_flight),
         "CONNECTOR_COMMAND_TRANSCRIPT_ON_END": "true" if args.transcripts else "false",
-        "CONNECTOR_LOG_LEVEL": "WARNING",
+        "CONNECTOR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     }
 
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -84,10 +85,15 @@ class CommandSettings:
 
     @classmethod
     def from_settings(cls, settings: Any) -> CommandSettings:
-        """Each field from `settings.<prefix><field>` if present (see _SETTING_NAMES), else the default."""
-        values = {
-            name: getattr(settings, setting, getattr(cls, name)) for name, setting in _SETTING_NAMES.items()
-        }
+        """Each field from `settings.<name>` (see _SETTING_NAMES); until Settings has that field, from
+        the variable `CONNECTOR_<NAME>`; else the default."""
+        values = {}
+        for field_name, setting in _SETTING_NAMES.items():
+            default = getattr(cls, field_name)
+            value = getattr(settings, setting, None)
+            if value is None:
+                value = _from_env(f"CONNECTOR_{setting.upper()}", default)
+            values[field_name] = value
         return cls(**values)
 
     def retry_policy(self) -> RetryPolicy:
@@ -584,6 +590,19 @@ def install(connector: Connector) -> None:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _from_env(name: str, default: Any) -> Any:
+    """The variable `name` read as the type of `default`, or the default when unset."""
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    if isinstance(default, bool):
+        return text.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a valid {type(default).__name__}") from None
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from connector.eightbyeight.chat_api_v2 import ChatApiV2
 from connector.eightbyeight.chat_gateway_v1 import ChatGatewayV1
 from connector.eightbyeight.http import ApiClient
 from connector.eightbyeight.retry import Attempted, RetryPolicy, retrying
+from connector.eightbyeight.transport import AiohttpTransport
 
 __all__ = [
     "Attempted",
@@ -36,8 +37,7 @@ def open_platform(
     """The adapter of the configured generation, with one HTTP client (and one token) for the worker."""
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.platform_timeout_s),
-        limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
-        transport=transport,
+        transport=transport or AiohttpTransport(max_in_flight),
         headers={"User-Agent": "kafka-8x8-connector"},
     )
     api = ApiClient(client, max_in_flight)

@@ -8,9 +8,9 @@ Each method makes one logical call to 8x8 and either returns what the connector 
 from __future__ import annotations
 
 import abc
-from datetime import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 __all__ = [

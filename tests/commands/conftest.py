@@ -118,13 +118,14 @@ def connector_env(settings_env: dict[str, str], worker_port: int) -> Callable[..
             "CONNECTOR_LOG_LEVEL": "WARNING",
             **{f"CONNECTOR_{k.upper()}": str(v) for k, v in extra.items()},
         }
-        create_topics(_settings(values))
+        create_topics(settings_of(values))
         return values
 
     return env
 
 
-def _settings(env: dict[str, str]):
+def settings_of(env: dict[str, str]):
+    """The Settings that `env` gives (read without touching this process's environment for good)."""
     saved = dict(os.environ)
     os.environ.update(env)
     try:
@@ -134,16 +135,12 @@ def _settings(env: dict[str, str]):
         os.environ.update(saved)
 
 
-def settings_of(env: dict[str, str]):
-    return _settings(env)
-
-
 @pytest.fixture
 def publisher_for() -> Iterator[Callable[[dict[str, str]], CommandPublisher]]:
     publishers: list[CommandPublisher] = []
 
     def make(env: dict[str, str]) -> CommandPublisher:
-        publisher = CommandPublisher(_settings(env))
+        publisher = CommandPublisher(settings_of(env))
         publishers.append(publisher)
         return publisher
 
@@ -156,7 +153,7 @@ class TopicReader:
     """Reads a topic from the beginning (no group), decoding Avro values with the registry."""
 
     def __init__(self, env: dict[str, str], topic: str, schema: str | None) -> None:
-        settings = _settings(env)
+        settings = settings_of(env)
         self._registry = sync_registry(settings)
         self._reader = fastavro.parse_schema(load_schema(schema)) if schema else None
         self._writers: dict[int, Any] = {}

@@ -95,7 +95,12 @@ def test_remembered_results_are_compact_and_complete_again() -> None:
     assert _recalled("r-1", "c-1", stored) == result
 
 
-def test_settings_fall_back_to_defaults() -> None:
+def test_settings_fall_back_to_the_environment_then_defaults(monkeypatch) -> None:
+    monkeypatch.setenv("CONNECTOR_COMMAND_TRANSCRIPT_ON_END", "false")
+    monkeypatch.setenv("CONNECTOR_COMMAND_MAX_IN_FLIGHT", "32")
+    config = CommandSettings.from_settings(object())
+    assert config.transcript_on_end is False and config.max_in_flight == 32 and config.max_attempts == 5
+    monkeypatch.delenv("CONNECTOR_COMMAND_MAX_IN_FLIGHT")
     class Partial:
         command_max_attempts = 9
         command_auto_end_s = 30.0
