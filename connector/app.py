@@ -24,6 +24,7 @@ __all__ = [
     "TABLES",
     "Connector",
     "build",
+    "table",
 ]
 
 CONVERSATIONS_TABLE = "conversations"
@@ -93,23 +94,24 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         events=_topic(app, settings.topic_events),
         transcripts=_topic(app, settings.topic_transcripts),
         webhooks_raw=_topic(app, settings.topic_webhooks_raw),
-        conversations=app.Table(
-            CONVERSATIONS_TABLE,
-            default=None,
-            partitions=settings.kafka_partitions,
-            key_type=str,
-        ),
-        refs=app.Table(
-            REFS_TABLE,
-            default=None,
-            partitions=settings.kafka_partitions,
-            key_type=str,
-        ),
+        conversations=table(app, CONVERSATIONS_TABLE, settings),
+        refs=table(app, REFS_TABLE, settings),
     )
 
     if install:
         _install_parts(connector)
     return connector
+
+
+def table(app: faust.App, name: str, settings: Settings) -> faust.Table:
+    """A table keyed by str, its changelog keys raw UTF-8 like the topics' keys.
+
+    Faust would JSON-encode str keys (`"ref"` with quotes) and so hash them to another partition
+    than the same key on chat.commands; raw keys keep tables, topics and routes co-partitioned.
+    """
+    new = app.Table(name, default=None, partitions=settings.kafka_partitions, key_type=str)
+    new.key_serializer = "raw"
+    return new
 
 
 def _topic(app: faust.App, name: str) -> faust.TopicT:

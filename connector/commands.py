@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -85,16 +84,8 @@ class CommandSettings:
 
     @classmethod
     def from_settings(cls, settings: Any) -> CommandSettings:
-        """Each field from `settings.<name>` (see _SETTING_NAMES); until Settings has that field, from
-        the variable `CONNECTOR_<NAME>`; else the default."""
-        values = {}
-        for field_name, setting in _SETTING_NAMES.items():
-            default = getattr(cls, field_name)
-            value = getattr(settings, setting, None)
-            if value is None:
-                value = _from_env(f"CONNECTOR_{setting.upper()}", default)
-            values[field_name] = value
-        return cls(**values)
+        """Each field from its `Settings` field (see _SETTING_NAMES)."""
+        return cls(**{field_name: getattr(settings, setting) for field_name, setting in _SETTING_NAMES.items()})
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.max_attempts, self.retry_max_s, self.backoff_base_s, self.backoff_cap_s)
@@ -590,19 +581,6 @@ def install(connector: Connector) -> None:
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _from_env(name: str, default: Any) -> Any:
-    """The variable `name` read as the type of `default`, or the default when unset."""
-    text = os.environ.get(name)
-    if text is None or text == "":
-        return default
-    if isinstance(default, bool):
-        return text.strip().lower() in ("1", "true", "yes", "on")
-    try:
-        return type(default)(text)
-    except ValueError:
-        raise ValueError(f"{name}: {text!r} is not a valid {type(default).__name__}") from None
 
 
 @contextlib.contextmanager

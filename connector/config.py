@@ -159,6 +159,33 @@ class Settings(BaseSettings):
         10_000, ge=1, description="Recent event ids remembered per partition of chat.webhooks.raw to drop retries."
     )
 
+    # --- Command processor ----------------------------------------------------------------------
+    command_max_attempts: int = Field(
+        5, ge=1, description="Attempts per 8x8 call (network errors, timeouts, 429 and 5xx are retried)."
+    )
+    command_retry_max_s: float = Field(
+        30.0, gt=0, description="Total seconds one call may spend retrying; a Retry-After beyond it gives up."
+    )
+    command_backoff_base_s: float = Field(
+        0.2, gt=0, description="First backoff ceiling, seconds; doubles per attempt, full jitter."
+    )
+    command_backoff_cap_s: float = Field(5.0, gt=0, description="Largest backoff ceiling, seconds.")
+    command_max_in_flight: int = Field(
+        256, ge=1, description="8x8 requests in flight per worker (also the connection pool size)."
+    )
+    command_max_buffered: int = Field(
+        10_000, ge=1, description="Commands held by the per-conversation lanes; the stream waits when full."
+    )
+    command_auto_end_s: float = Field(
+        0.0,
+        ge=0,
+        description="End a conversation this long after the agent left, with no transfer and no new customer "
+        "message; 0 = off.",
+    )
+    command_transcript_on_end: bool = Field(
+        True, description="Publish a ConversationTranscript when a conversation ends."
+    )
+
     # --- 8x8 platform --------------------------------------------------------------------------
     platform_generation: Generation = Field(
         Generation.CHAT_API_V2, description="8x8 API generation: chat-api-v2 or chat-gateway-v1."
@@ -174,6 +201,12 @@ class Settings(BaseSettings):
     )
     platform_channel_id: str = Field("", description="Default 8x8 chat channel for new conversations.")
     platform_timeout_s: float = Field(10.0, gt=0, description="Timeout of one 8x8 API request, seconds.")
+    platform_token_refresh_margin_s: float = Field(
+        60.0, ge=0, description="Chat API v2: refresh the OAuth token this long before it expires."
+    )
+    platform_find_max_pages: int = Field(
+        20, ge=1, description="Chat Gateway: pages scanned to find a conversation by connectorRef."
+    )
 
     @model_validator(mode="before")
     @classmethod

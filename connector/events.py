@@ -30,7 +30,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from connector.app import HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE
+from connector.app import HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE, table
 from connector.config import Generation
 from connector.schemas import SchemaError
 from connector.status import Conversation, after_event
@@ -233,9 +233,8 @@ class _EventAgent:
         self._connector = connector
         self._options = options
         app = connector.app
-        partitions = connector.settings.kafka_partitions
-        self._held = app.Table(HELD_EVENTS_TABLE, default=None, partitions=partitions, key_type=str)
-        self._seen = app.Table(SEEN_EVENTS_TABLE, default=None, partitions=partitions, key_type=str)
+        self._held = table(app, HELD_EVENTS_TABLE, connector.settings)
+        self._seen = table(app, SEEN_EVENTS_TABLE, connector.settings)
         self._order: dict[int, collections.deque[str]] = {}
         self._seq = 0
         self._held_count = 0

@@ -95,16 +95,12 @@ def test_remembered_results_are_compact_and_complete_again() -> None:
     assert _recalled("r-1", "c-1", stored) == result
 
 
-def test_settings_fall_back_to_the_environment_then_defaults(monkeypatch) -> None:
+def test_settings_come_from_the_one_settings_class(monkeypatch) -> None:
+    from connector.config import load_settings
+
     monkeypatch.setenv("CONNECTOR_COMMAND_TRANSCRIPT_ON_END", "false")
     monkeypatch.setenv("CONNECTOR_COMMAND_MAX_IN_FLIGHT", "32")
-    config = CommandSettings.from_settings(object())
-    assert config.transcript_on_end is False and config.max_in_flight == 32 and config.max_attempts == 5
-    monkeypatch.delenv("CONNECTOR_COMMAND_MAX_IN_FLIGHT")
-    class Partial:
-        command_max_attempts = 9
-        command_auto_end_s = 30.0
-
-    config = CommandSettings.from_settings(Partial())
-    assert config.max_attempts == 9 and config.auto_end_s == 30.0 and config.max_in_flight == 256
-    assert config.retry_policy().max_attempts == 9
+    monkeypatch.setenv("CONNECTOR_COMMAND_MAX_ATTEMPTS", "9")
+    config = CommandSettings.from_settings(load_settings())
+    assert config.transcript_on_end is False and config.max_in_flight == 32 and config.max_attempts == 9
+    assert config.auto_end_s == 0.0 and config.retry_policy().max_attempts == 9
