@@ -109,9 +109,11 @@ def table(app: faust.App, name: str, settings: Settings) -> faust.Table:
     Faust would JSON-encode str keys (`"ref"` with quotes) and so hash them to another partition
     than the same key on chat.commands; raw keys keep tables, topics and routes co-partitioned.
     """
-    new = app.Table(name, default=None, partitions=settings.kafka_partitions, key_type=str)
-    new.key_serializer = "raw"
-    return new
+    new = app.conf.Table(
+        app, name=name, default=None, beacon=app.tables.beacon, partitions=settings.kafka_partitions, key_type=str
+    )
+    new.key_serializer = "raw"  # before the table is registered: registering makes its changelog topic
+    return app.tables.add(new)
 
 
 def _topic(app: faust.App, name: str) -> faust.TopicT:
