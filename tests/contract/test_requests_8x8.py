@@ -7,34 +7,19 @@ spec describes; each recorded request is then validated with openapi-core.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from connector.config import Generation, load_settings
 from connector.eightbyeight import NewConversation, open_platform
+from tests.contract.openapi_contract import load_gateway_spec, load_v2_spec
 
-SPECS = Path("/work/shared/8x8/openapi")
 REF = "order-42"
-
-
-def _v2_spec() -> dict[str, Any]:
-    spec = json.loads((SPECS / "chat-api-v2.json").read_text())
-    # Known spec flaw (API.md): the create body requires `user` but its property is `customer`.
-    # Reality sends `customer`; validate against the spec with that one word corrected.
-    create = spec["components"]["schemas"]["CreateTransactionRequest"]["allOf"][2]
-    create["required"] = ["channelId", "customer"]
-    return spec
-
-
-def _gateway_spec() -> dict[str, Any]:
-    return yaml.safe_load((SPECS / "chat-gateway-v1.yaml").read_text())
 
 
 class _Request:
@@ -144,9 +129,9 @@ async def _exercise(generation: Generation, assignment: tuple[str, str] | None) 
 @pytest.mark.parametrize(
     ("generation", "spec", "assignment"),
     [
-        (Generation.CHAT_API_V2, _v2_spec, None),
-        (Generation.CHAT_GATEWAY_V1, _gateway_spec, ("queue", "101")),
-        (Generation.CHAT_GATEWAY_V1, _gateway_spec, ("script", "7")),
+        (Generation.CHAT_API_V2, load_v2_spec, None),
+        (Generation.CHAT_GATEWAY_V1, load_gateway_spec, ("queue", "101")),
+        (Generation.CHAT_GATEWAY_V1, load_gateway_spec, ("script", "7")),
     ],
     ids=["chat-api-v2", "gateway-queue", "gateway-script"],
 )
@@ -170,7 +155,7 @@ async def test_connector_ref_is_stamped_in_both_generations() -> None:
 
 async def test_a_request_the_spec_forbids_is_caught() -> None:
     """The validation is not vacuous: a message without text fails it."""
-    openapi = OpenAPI.from_dict(_v2_spec())
+    openapi = OpenAPI.from_dict(load_v2_spec())
     bad = httpx.Request(
         "POST",
         "https://api.8x8.com/vcc/eu/chat/v2/tenant/acme/conversations/c-1/messages",
