@@ -7,7 +7,6 @@ that cannot be decoded reaches the DLQ with its original bytes instead of crashi
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +31,6 @@ REFS_TABLE = "refs"
 HELD_EVENTS_TABLE = "held-events"  # events waiting for their ref (event agent)
 SEEN_EVENTS_TABLE = "seen-events"  # recent event ids, to drop 8x8's retries (event agent)
 TABLES = (CONVERSATIONS_TABLE, REFS_TABLE, HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE)
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class Connector:
@@ -121,24 +117,8 @@ def _topic(app: faust.App, name: str) -> faust.TopicT:
 
 
 def _install_parts(connector: Connector) -> None:
-    """Each part adds its agents, views and services to the app (imported here to keep build() cheap)."""
-    import importlib
+    """Each part adds its agents, views and services to the app (imported here: they import this module)."""
+    from connector import commands, events, web, webhook
 
-    for module_name in _PARTS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            logger.warning("part %s is not available yet", module_name)
-            continue
-        module.install(connector)
-
-
-# Each module has `install(connector: Connector) -> None`.
-_PARTS = (
-    "connector.web",
-    "connector.webhook",
-    "connector.events",
-    "connector.commands",
-)
+    for part in (web, webhook, events, commands):
+        part.install(connector)

@@ -200,7 +200,8 @@ def _send(publish, wait: bool, timeout: float) -> None:
     """Publish with a CommandPublisher; with --wait, print each result as one JSON line, exit 1 on FAILED."""
     import json
 
-    from connector.client import CommandPublisher, ResultWatcher, plain
+    from connector.client import CommandPublisher, ResultWatcher
+    from connector.schemas import plain
 
     settings = load_or_exit()
     try:

@@ -14,22 +14,18 @@ stay in order. `ResultWatcher` waits for the CommandResult of a command id.
 
 from __future__ import annotations
 
-import datetime
-import io
-import struct
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import fastavro
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from schema_registry.client.schema import AvroSchema
+from kafka import KafkaConsumer, KafkaProducer
 
 from connector.config import Settings, load_settings
-from connector.schemas import MAGIC_BYTE, SchemaError, load_schema, subjects, sync_registry
+from connector.schemas import AvroCodec, SchemaError
+from connector.topics import assign_all
 
-__all__ = ["CommandPublisher", "ResultWatcher", "plain"]
+__all__ = ["CommandPublisher", "ResultWatcher"]
 
 _NAMESPACE = "io.kafka8x8.chat"
 
@@ -39,9 +35,8 @@ class CommandPublisher:
 
     def __init__(self, settings: Settings | None = None, *, producer: KafkaProducer | None = None) -> None:
         self.settings = settings or load_settings()
-        self._schema = fastavro.parse_schema(load_schema("ConversationCommand"))
-        subject = subjects(self.settings)["ConversationCommand"]
-        self._schema_id = sync_registry(self.settings).register(subject, AvroSchema(load_schema("ConversationCommand")))
+        self._codec = AvroCodec(self.settings)
+        self._codec.start_sync("ConversationCommand")
         self._producer = producer or KafkaProducer(
             **self.settings.kafka_python_config(),
             acks="all",
@@ -119,10 +114,7 @@ class CommandPublisher:
             "created_at": int(time.time() * 1000),
             "command": (f"{_NAMESPACE}.{kind}", dict(body)),
         }
-        buffer = io.BytesIO()
-        buffer.write(struct.pack(">bI", MAGIC_BYTE, self._schema_id))
-        fastavro.schemaless_writer(buffer, self._schema, record)
-        return command_id, buffer.getvalue()
+        return command_id, self._codec.encode("ConversationCommand", record)
 
     def flush(self, timeout: float | None = None) -> None:
         self._producer.flush(timeout)
@@ -146,16 +138,9 @@ class ResultWatcher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._registry = sync_registry(settings)
-        self._reader = fastavro.parse_schema(load_schema("CommandResult"))
-        self._writers: dict[int, Any] = {}
+        self._codec = AvroCodec(settings)
         self._consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
-        topic = settings.topic_command_results
-        partitions = [TopicPartition(topic, p) for p in _partitions(self._consumer, topic)]
-        self._consumer.assign(partitions)
-        self._consumer.seek_to_end(*partitions)
-        for partition in partitions:  # fix the positions now, before anything is published
-            self._consumer.position(partition)
+        assign_all(self._consumer, settings.topic_command_results, from_beginning=False)
 
     def wait(self, command_ids: Iterable[str], timeout_s: float) -> dict[str, dict[str, Any]]:
         """The results of `command_ids` (command id -> result) seen within `timeout_s`; fewer on timeout."""
@@ -166,7 +151,7 @@ class ResultWatcher:
             for records in self._consumer.poll(timeout_ms=200).values():
                 for record in records:
                     try:
-                        result = self._decode(record.value)
+                        result = self._codec.decode_sync("CommandResult", record.value)
                     except SchemaError:
                         continue
                     if result["command_id"] in wanted and result["command_id"] not in found:
@@ -181,36 +166,3 @@ class ResultWatcher:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-    def _decode(self, data: bytes | None) -> dict[str, Any]:
-        if not data or len(data) < 5 or data[0] != MAGIC_BYTE:
-            raise SchemaError("not in Confluent wire format")
-        schema_id = struct.unpack(">I", data[1:5])[0]
-        writer = self._writers.get(schema_id)
-        if writer is None:
-            schema = self._registry.get_by_id(schema_id)
-            if schema is None:
-                raise SchemaError(f"schema id {schema_id} is unknown to the registry")
-            writer = self._writers[schema_id] = fastavro.parse_schema(schema.raw_schema)
-        try:
-            return fastavro.schemaless_reader(io.BytesIO(data[5:]), writer, self._reader)
-        except Exception as exc:  # fastavro raises many kinds
-            raise SchemaError(str(exc)) from None
-
-
-def plain(record: Mapping[str, Any]) -> dict[str, Any]:
-    """A decoded record as plain JSON values (timestamps as epoch milliseconds)."""
-    return {
-        key: round(value.timestamp() * 1000) if isinstance(value, datetime.datetime) else value
-        for key, value in record.items()
-    }
-
-
-def _partitions(consumer: KafkaConsumer, topic: str) -> list[int]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return sorted(partitions)
-        time.sleep(0.2)
-    raise RuntimeError(f"topic {topic} does not exist")

@@ -10,6 +10,7 @@ compatible schema versions read fine. Unions of records are written and read wit
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 import struct
@@ -31,6 +32,7 @@ __all__ = [
     "SchemaError",
     "async_registry",
     "load_schema",
+    "plain",
     "register_all",
     "subjects",
     "sync_registry",
@@ -87,6 +89,7 @@ class AvroCodec:
     `await codec.start()` registers (or looks up) our schemas; it is idempotent and cheap once done,
     so every agent and view awaits it before its first record. After that `encode` is a pure
     in-memory call. `decode` fetches an unknown writer schema from the registry once per id.
+    Blocking code (the CLI, `connector.client`) uses `start_sync` and `decode_sync` instead.
     """
 
     def __init__(self, settings: Settings, registry: AsyncSchemaRegistryClient | None = None) -> None:
@@ -103,11 +106,20 @@ class AvroCodec:
             if not self._ids:
                 await self._register()
 
+    def start_sync(self, *names: str) -> None:
+        """Register (or look up) the schemas `names` (all if none) with a blocking client."""
+        client = sync_registry(self._settings)
+        for name, subject in subjects(self._settings).items():
+            if name not in self._ids and (not names or name in names):
+                self._remember(name, client.register(subject, AvroSchema(load_schema(name))))
+
     async def _register(self) -> None:
         for name, subject in subjects(self._settings).items():
-            schema_id = await self._registry.register(subject, AvroSchema(load_schema(name)))
-            self._ids[name] = schema_id
-            self._writers[schema_id] = self._parsed[name]
+            self._remember(name, await self._registry.register(subject, AvroSchema(load_schema(name))))
+
+    def _remember(self, name: str, schema_id: int) -> None:
+        self._ids[name] = schema_id
+        self._writers[schema_id] = self._parsed[name]
 
     def schema_id(self, name: str) -> int:
         try:
@@ -130,12 +142,16 @@ class AvroCodec:
             writer = await self._fetch_writer(schema_id)
         return self._read(name, writer, data)  # type: ignore[arg-type]
 
-    def decode_cached(self, name: str, data: bytes | None) -> dict[str, Any]:
-        """Like `decode`, for data written with a schema id this codec already knows."""
+    def decode_sync(self, name: str, data: bytes | None) -> dict[str, Any]:
+        """Like `decode`, fetching an unknown writer schema with a blocking client."""
         schema_id = _schema_id_of(data)
         writer = self._writers.get(schema_id)
         if writer is None:
-            raise SchemaError(f"schema id {schema_id} is not known to this process")
+            try:
+                schema = sync_registry(self._settings).get_by_id(schema_id)
+            except Exception as exc:  # the registry client raises several kinds
+                raise SchemaError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from None
+            writer = self._keep_writer(schema_id, schema)
         return self._read(name, writer, data)  # type: ignore[arg-type]
 
     async def _fetch_writer(self, schema_id: int) -> Any:
@@ -143,6 +159,9 @@ class AvroCodec:
             schema = await self._registry.get_by_id(schema_id)
         except Exception as exc:  # the registry client raises several kinds
             raise SchemaError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from None
+        return self._keep_writer(schema_id, schema)
+
+    def _keep_writer(self, schema_id: int, schema: AvroSchema | None) -> Any:
         if schema is None:
             raise SchemaError(f"schema id {schema_id} is unknown to the registry")
         writer = fastavro.parse_schema(schema.raw_schema)
@@ -160,6 +179,14 @@ class AvroCodec:
             )
         except Exception as exc:  # fastavro raises many kinds for bad or incompatible bytes
             raise SchemaError(f"not a valid {name} record: {type(exc).__name__}: {exc}") from None
+
+
+def plain(record: dict[str, Any]) -> dict[str, Any]:
+    """A decoded record as plain JSON values (timestamps as epoch milliseconds)."""
+    return {
+        key: round(value.timestamp() * 1000) if isinstance(value, datetime.datetime) else value
+        for key, value in record.items()
+    }
 
 
 def _schema_id_of(data: bytes | None) -> int:

@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from connector.config import Settings
-from connector.schemas import AvroCodec, SchemaError
+from connector.schemas import AvroCodec, SchemaError, plain
+from connector.topics import assign_all
 
 __all__ = ["format_line", "tail"]
 
@@ -36,14 +37,14 @@ def tail(
 
 def format_line(record: dict[str, Any], *, as_json: bool) -> str:
     """One record as a JSON object (timestamps in epoch ms) or as a short human line."""
-    plain = {name: _plain(value) for name, value in record.items()}
+    fields = plain(record)
     if as_json:
-        return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
-    when = datetime.datetime.fromtimestamp(plain["timestamp"] / 1000, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
-    who = plain.get("agent_name") or plain.get("agent_id") or plain.get("sender_type") or ""
-    what = plain.get("text") or plain.get("queue_name") or plain.get("activity_name") or plain.get("conversation_state") or ""
-    echo = " (echo)" if plain.get("is_echo") else ""
-    ref = plain.get("conversation_ref") or f"8x8:{plain.get('conversation_id')}"
+        return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    when = datetime.datetime.fromtimestamp(fields["timestamp"] / 1000, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    who = fields.get("agent_name") or fields.get("agent_id") or fields.get("sender_type") or ""
+    what = fields.get("text") or fields.get("queue_name") or fields.get("activity_name") or fields.get("conversation_state") or ""
+    echo = " (echo)" if fields.get("is_echo") else ""
+    ref = fields.get("conversation_ref") or f"8x8:{fields.get('conversation_id')}"
     return f"{when} {ref} {plain['event_type']:<19} {who} {what}{echo}".rstrip()
 
 
@@ -74,12 +75,7 @@ def _values(settings: Settings, from_beginning: bool, timeout_s: float | None) -
     """Record values of chat.events until `timeout_s` seconds pass without one."""
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(settings.topic_events, p) for p in _partitions(consumer, settings.topic_events)]
-        consumer.assign(partitions)
-        if from_beginning:
-            consumer.seek_to_beginning(*partitions)
-        else:
-            consumer.seek_to_end(*partitions)
+        assign_all(consumer, settings.topic_events, from_beginning=from_beginning)
         idle_since = time.monotonic()
         while timeout_s is None or time.monotonic() - idle_since < timeout_s:
             batches = consumer.poll(timeout_ms=200)
@@ -89,19 +85,3 @@ def _values(settings: Settings, from_beginning: bool, timeout_s: float | None) -
                     yield record.value
     finally:
         consumer.close()
-
-
-def _partitions(consumer: KafkaConsumer, topic: str) -> list[int]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return sorted(partitions)
-        time.sleep(0.2)
-    raise RuntimeError(f"topic {topic} does not exist")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        return round(value.timestamp() * 1000)
-    return value

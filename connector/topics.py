@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kafka import KafkaAdminClient
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from connector.app import TABLES
 from connector.config import Settings
 
-__all__ = ["TopicSpec", "create_topics", "topic_specs"]
+__all__ = ["TopicSpec", "assign_all", "create_topics", "topic_specs"]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 
@@ -74,3 +76,21 @@ def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, in
     if not wanted:
         return {}
     return {topic["topic"]: len(topic["partitions"]) for topic in admin.describe_topics(wanted)}
+
+
+def assign_all(consumer: KafkaConsumer, topic: str, *, from_beginning: bool) -> list[TopicPartition]:
+    """Assign every partition of `topic` (no group, so no committed offset moves), at its start or end."""
+    deadline = time.monotonic() + 10
+    while not (numbers := consumer.partitions_for_topic(topic)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not numbers:
+        raise RuntimeError(f"topic {topic} does not exist")
+    partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
+    consumer.assign(partitions)
+    if from_beginning:
+        consumer.seek_to_beginning(*partitions)
+    else:
+        consumer.seek_to_end(*partitions)
+    for partition in partitions:  # fix the positions now, before anything new is published
+        consumer.position(partition)
+    return partitions

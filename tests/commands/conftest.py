@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -13,14 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from connector.client import CommandPublisher
 from connector.config import load_settings
-from connector.schemas import load_schema, sync_registry
+from connector.schemas import AvroCodec
 from connector.topics import create_topics
 from tests.conftest import free_port
 
@@ -154,9 +151,8 @@ class TopicReader:
 
     def __init__(self, env: dict[str, str], topic: str, schema: str | None) -> None:
         settings = settings_of(env)
-        self._registry = sync_registry(settings)
-        self._reader = fastavro.parse_schema(load_schema(schema)) if schema else None
-        self._writers: dict[int, Any] = {}
+        self._schema = schema
+        self._codec = AvroCodec(settings)
         self._consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
         partitions = None
         deadline = time.monotonic() + 20
@@ -176,16 +172,9 @@ class TopicReader:
         while time.monotonic() < deadline:
             for records in self._consumer.poll(timeout_ms=100).values():
                 for record in records:
-                    new.append(self._decode(record) if self._reader else record)
+                    new.append(self._codec.decode_sync(self._schema, record.value) if self._schema else record)
         self.records.extend(new)
         return new
-
-    def _decode(self, record: Any) -> dict[str, Any]:
-        data = record.value
-        schema_id = struct.unpack(">I", data[1:5])[0]
-        if schema_id not in self._writers:
-            self._writers[schema_id] = fastavro.parse_schema(self._registry.get_by_id(schema_id).raw_schema)
-        return fastavro.schemaless_reader(io.BytesIO(data[5:]), self._writers[schema_id], self._reader)
 
     def close(self) -> None:
         self._consumer.close()
