@@ -28,6 +28,7 @@ def run_dev(settings: Settings, *, sandbox_port: int, generation: Generation, ec
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     webhook_url = f"http://127.0.0.1:{settings.web_port}/webhooks/8x8"
     children: list[subprocess.Popen] = []
+    signal.signal(signal.SIGTERM, _interrupt)  # a TERM (e.g. from `timeout`) stops the children too
     try:
         children.append(
             _spawn(
@@ -60,6 +61,10 @@ def run_dev(settings: Settings, *, sandbox_port: int, generation: Generation, ec
         return 0
     finally:
         _stop(children)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:

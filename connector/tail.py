@@ -45,7 +45,7 @@ def format_line(record: dict[str, Any], *, as_json: bool) -> str:
     what = fields.get("text") or fields.get("queue_name") or fields.get("activity_name") or fields.get("conversation_state") or ""
     echo = " (echo)" if fields.get("is_echo") else ""
     ref = fields.get("conversation_ref") or f"8x8:{fields.get('conversation_id')}"
-    return f"{when} {ref} {plain['event_type']:<19} {who} {what}{echo}".rstrip()
+    return f"{when} {ref} {fields['event_type']:<19} {who} {what}{echo}".rstrip()
 
 
 async def _tail(

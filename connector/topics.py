@@ -75,7 +75,8 @@ def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, in
     wanted = [name for name in names if name in present]
     if not wanted:
         return {}
-    return {topic["topic"]: len(topic["partitions"]) for topic in admin.describe_topics(wanted)}
+    # kafka-python 2.x names the topic "topic", 3.x "name"
+    return {topic.get("name") or topic["topic"]: len(topic["partitions"]) for topic in admin.describe_topics(wanted)}
 
 
 def assign_all(consumer: KafkaConsumer, topic: str, *, from_beginning: bool) -> list[TopicPartition]:
