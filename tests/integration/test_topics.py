@@ -1,0 +1,26 @@
+"""`connector topics create` on the real broker: everything created once, then found, compacted changelogs."""
+
+from __future__ import annotations
+
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from connector.config import Settings
+from connector.topics import create_topics, topic_specs
+
+
+def test_topics_are_created_once_then_found(settings: Settings) -> None:
+    names = [spec.name for spec in topic_specs(settings)]
+    assert set(settings.topics().values()) < set(names)
+    assert set(create_topics(settings).values()) == {"created"}
+    again = create_topics(settings)
+    assert again == {name: f"exists ({settings.kafka_partitions} partitions)" for name in names}
+
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    try:
+        changelog = f"{settings.app_id}-conversations-changelog"
+        described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog)])
+        text = repr(described)
+        assert "cleanup.policy" in text and "compact" in text
+    finally:
+        admin.close()
