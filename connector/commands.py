@@ -184,7 +184,7 @@ class CommandProcessor:
     """Decodes, routes, executes and answers commands; owns the 8x8 adapter and the lanes."""
 
     def __init__(self, connector: Connector, config: CommandSettings, platform: Platform | None = None) -> None:
-        from connector.lanes import InOrderAcks, Lanes
+        from connector.lanes import FirstReads, InOrderAcks, Lanes
 
         self.connector = connector
         self.config = config
@@ -198,6 +198,7 @@ class CommandProcessor:
         self.lanes: Lanes[str, _Job] = Lanes(self._execute, config.max_buffered)
         self.acks = InOrderAcks()
         self._auto_ending: set[str] = set()
+        self.reads = FirstReads()
         self._started = False
 
     async def ready(self) -> bool:
@@ -221,6 +222,10 @@ class CommandProcessor:
         """Take one record from the stream: answer a poison record at once, queue a command in its lane."""
         message = event.message
         done = self.acks.track(message.tp, event.ack)
+        if not self.reads.first(message.tp, message.generation_id, message.offset):
+            logger.info("%s[%s] offset %s was read before: not run again", message.topic, message.partition, message.offset)
+            done()  # acked in order, so after the first delivery of the offset (in a lane or finished)
+            return
         key = message.key.decode("utf-8", "replace") if message.key is not None else None
         # A record without a usable command id is answered under `<topic>:<partition>:<offset>`.
         record_id = f"{message.topic}:{message.partition}:{message.offset}"
@@ -237,6 +242,10 @@ class CommandProcessor:
             done()
             return
         await self.lanes.put(command.ref, _Job(event, command, done))
+
+    async def close(self) -> None:
+        """Close the 8x8 HTTP client (once the lanes are drained: Faust stops the app after the streams)."""
+        await self.platform.aclose()
 
     # --- one command ------------------------------------------------------------------------------
 
@@ -568,6 +577,12 @@ def install(connector: Connector) -> None:
         if not value:
             return web.json({"error": f"no conversation with ref {ref}"}, status=404)
         return web.json(value)
+
+    # Sent by App.on_stop after the consumer's wait_empty: every record handed to a lane is finished
+    # and its offset committed, so nothing sends to 8x8 any more.
+    @app.on_before_shutdown.connect
+    async def close_platform(sender: faust.App, **kwargs: Any) -> None:
+        await processor.close()
 
     @app.timer(interval=15.0)
     async def table_sizes() -> None:

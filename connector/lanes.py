@@ -10,6 +10,11 @@ their lanes finish in. Faust's consumer must only ever see in-order acks: its `_
 head of that run against the committed offset with an off-by-one (`min(acked) - committed > 1`),
 and not at all before the first commit, so an out-of-order ack could commit past a record still
 in a lane.
+
+`FirstReads` tells a record Faust hands out a second time without a rebalance: after a (re)start,
+aiokafka's seek to the committed offsets can land after the stream has read on; Faust drops the
+re-fetched records up to its read offset, but with `>=` (`Consumer._drain_messages`), so the last
+record read of each partition comes again. It is in a lane or finished already.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["InOrderAcks", "Lanes"]
+__all__ = ["FirstReads", "InOrderAcks", "Lanes"]
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -113,3 +118,18 @@ class InOrderAcks:
             queue.popleft()[1]()
         if not queue:
             del self._pending[partition]
+
+
+class FirstReads:
+    """Per partition, the last offset taken in the current consumer generation; a record at or below it is a re-read."""
+
+    def __init__(self) -> None:
+        self._last: dict[Any, tuple[int, int]] = {}
+
+    def first(self, partition: Any, generation: int, offset: int) -> bool:
+        """True unless `offset` was taken already from `partition` in `generation` (a rebalance starts afresh)."""
+        last = self._last.get(partition)
+        if last is not None and last[0] == generation and offset <= last[1]:
+            return False
+        self._last[partition] = (generation, offset)
+        return True

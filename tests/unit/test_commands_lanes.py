@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from connector.lanes import InOrderAcks, Lanes
+from connector.lanes import FirstReads, InOrderAcks, Lanes
 
 
 async def test_order_within_a_key_and_parallel_across_keys() -> None:
@@ -79,3 +79,13 @@ def test_acks_only_a_contiguous_prefix_per_partition() -> None:
         done[(1, o)]()
     assert acked[-4:] == [(0, 3), (1, 1), (1, 2), (1, 3)]
     assert acks.pending() == 0
+
+
+def test_a_record_read_again_in_the_same_generation_is_not_a_first_read() -> None:
+    reads = FirstReads()
+    assert [reads.first(0, 3, o) for o in (10, 11, 12)] == [True, True, True]
+    assert not reads.first(0, 3, 12)  # Faust's re-read of the last record after a late seek
+    assert not reads.first(0, 3, 11)
+    assert reads.first(1, 3, 12)  # other partition
+    assert reads.first(0, 4, 11)  # a rebalance re-delivers from the committed offset: run again
+    assert reads.first(0, 4, 12)
