@@ -14,7 +14,9 @@ def test_topics_are_created_once_then_found(settings: Settings) -> None:
     assert set(settings.topics().values()) < set(names)
     assert set(create_topics(settings).values()) == {"created"}
     again = create_topics(settings)
-    assert again == {name: f"exists ({settings.kafka_partitions} partitions)" for name in names}
+    assert sorted(again) == sorted(names)
+    # "exists (N partitions)", or plain "exists" when the broker's metadata lags the creation
+    assert all(state in ("exists", f"exists ({settings.kafka_partitions} partitions)") for state in again.values())
 
     admin = KafkaAdminClient(**settings.kafka_python_config())
     try:
