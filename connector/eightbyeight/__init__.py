@@ -35,12 +35,14 @@ def open_platform(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Platform:
     """The adapter of the configured generation, with one HTTP client (and one token) for the worker."""
+    transport = transport or AiohttpTransport(max_in_flight)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.platform_timeout_s),
-        transport=transport or AiohttpTransport(max_in_flight),
+        transport=transport,
         headers={"User-Agent": "kafka-8x8-connector"},
     )
-    api = ApiClient(client, max_in_flight)
+    # API calls go to the transport directly (the client still fetches OAuth tokens and closes it).
+    api = ApiClient(client, max_in_flight, transport)
     key = settings.platform_api_key.get_secret_value()
     base_url = settings.platform_base_url
     if settings.platform_generation is Generation.CHAT_API_V2:

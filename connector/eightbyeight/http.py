@@ -31,11 +31,27 @@ _MAX_MESSAGE = 500
 
 
 class ApiClient:
-    """An httpx client with a bound on requests in flight; `request` raises PlatformError unless 2xx."""
+    """An httpx client with a bound on requests in flight; `request` raises PlatformError unless 2xx.
 
-    def __init__(self, client: httpx.AsyncClient, max_in_flight: int) -> None:
+    Given the client's `transport`, requests are built with the client's default headers and timeout
+    and handed to the transport directly: the client's per-request machinery (cookie jar, auth flow,
+    redirect loop, event hooks) costs more CPU than the transport itself (py-spy) and does nothing
+    for these calls (bearer or API-key headers, no redirects followed, no hooks). The client must
+    then have no base_url, auth, cookies or params of its own. Without a transport, `client` sends.
+    """
+
+    def __init__(
+        self, client: httpx.AsyncClient, max_in_flight: int, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         self.client = client
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._transport = transport
+        if transport is not None:
+            if str(client.base_url) or client.auth is not None or client.cookies or client.params:
+                raise ValueError("ApiClient sends through the transport only for a client without base_url, auth, cookies or params")
+            self._headers = client.headers
+            self._timeout = client.timeout.as_dict()
+        self._seconds: dict[tuple[str, str], Any] = {}
 
     async def request(self, operation: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send one request and return the 2xx response; any other outcome raises PlatformError."""
@@ -44,7 +60,10 @@ class ApiClient:
             started = time.perf_counter()
             status = "error"
             try:
-                response = await self.client.request(method, url, **kwargs)
+                if self._transport is None:
+                    response = await self.client.request(method, url, **kwargs)
+                else:
+                    response = await self._send(method, url, **kwargs)
                 status = str(response.status_code)
             except httpx.TimeoutException as exc:
                 status = "timeout"
@@ -64,10 +83,32 @@ class ApiClient:
                 ) from None
             finally:
                 IN_FLIGHT.dec()
-                REQUEST_SECONDS.labels(operation, status).observe(time.perf_counter() - started)
+                self._observe(operation, status, time.perf_counter() - started)
         if response.is_success:
             return response
         raise status_error(operation, response)
+
+    async def _send(
+        self, method: str, url: str, *, headers: Any = None, params: Any = None, json: Any = None, content: Any = None
+    ) -> httpx.Response:
+        """What `client.request` sends (same headers, body and timeout), through the transport."""
+        merged = httpx.Headers(self._headers)
+        if headers:
+            merged.update(headers)
+        request = httpx.Request(
+            method, url, params=params, headers=merged, json=json, content=content, extensions={"timeout": self._timeout}
+        )
+        assert self._transport is not None
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        await response.aread()
+        return response
+
+    def _observe(self, operation: str, status: str, seconds: float) -> None:
+        child = self._seconds.get((operation, status))
+        if child is None:
+            child = self._seconds[(operation, status)] = REQUEST_SECONDS.labels(operation, status)
+        child.observe(seconds)
 
 
 def status_error(operation: str, response: httpx.Response) -> PlatformError:
