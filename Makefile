@@ -43,6 +43,7 @@ tools: ## helm and kubeconform for the chart tests
 	devstack/tools/install.sh
 
 bench: setup ## The benchmarks of bench/, each prints its figures and its ratio to a baseline
+	@command -v wrk >/dev/null || { echo "error: the benchmarks need wrk: apt-get install -y wrk"; exit 1; }
 	$(PY) bench/sandbox.py
 	$(PY) bench/ingress.py
 	$(PY) bench/commands.py
