@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -219,6 +220,19 @@ def readers() -> Iterator[Callable[..., Any]]:
     yield make
     for reader in opened:
         reader.close()
+
+
+def publish_workload(publisher: CommandPublisher, prefix: str, refs: int, messages: int) -> tuple[list[str], list[str]]:
+    """Start `refs` conversations, send each `messages` numbered messages ("<ref> #<n>"), end them all,
+    interleaved across refs; answers the refs and the command ids in publishing order."""
+    run = uuid.uuid4().hex[:6]
+    names = [f"{prefix}{run}-{i}" for i in range(refs)]
+    ids = [publisher.start(ref, name=f"Customer {ref}") for ref in names]
+    for n in range(messages):
+        ids += [publisher.message(ref, f"{ref} #{n}") for ref in names]
+    ids += [publisher.end(ref) for ref in names]
+    publisher.flush()
+    return names, ids
 
 
 def assert_exactly_one_result(by_id: dict[str, list[dict[str, Any]]], command_ids: list[str]) -> int:

@@ -3,11 +3,10 @@ every command still gets exactly one result, order per ref holds, no conversatio
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
-from tests.commands.conftest import GENERATIONS, Results, assert_exactly_one_result, created_by_ref, sends_by_ref
+from tests.commands.conftest import GENERATIONS, Results, assert_exactly_one_result, created_by_ref, publish_workload, sends_by_ref
 
 pytestmark = pytest.mark.kafka
 
@@ -37,17 +36,7 @@ def test_faults(generation, sandbox, connector_env, start_worker, publisher_for,
     start_worker(env)
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
-    run = uuid.uuid4().hex[:6]
-    refs = [f"f{run}-{i}" for i in range(REFS)]
-    ids: list[str] = []
-    for ref in refs:
-        ids.append(publisher.start(ref, name=f"Customer {ref}"))
-    for n in range(MESSAGES):
-        for ref in refs:
-            ids.append(publisher.message(ref, f"{ref} #{n}"))
-    for ref in refs:
-        ids.append(publisher.end(ref))
-    publisher.flush()
+    refs, ids = publish_workload(publisher, "f", REFS, MESSAGES)
 
     by_id = results.wait_for(ids, 150)
     assert assert_exactly_one_result(by_id, ids) == 0

@@ -16,11 +16,10 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 
 import pytest
 
-from tests.commands.conftest import Results, assert_exactly_one_result, created_by_ref, sends_by_ref
+from tests.commands.conftest import Results, assert_exactly_one_result, created_by_ref, publish_workload, sends_by_ref
 
 pytestmark = pytest.mark.kafka
 
@@ -35,17 +34,7 @@ def test_sigkill_and_restart(generation, start_sandbox, connector_env, start_wor
     worker = start_worker(env)
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
-    run = uuid.uuid4().hex[:6]
-    refs = [f"k{run}-{i}" for i in range(REFS)]
-    ids: list[str] = []
-    for ref in refs:
-        ids.append(publisher.start(ref, name=f"Customer {ref}"))
-    for n in range(MESSAGES):
-        for ref in refs:
-            ids.append(publisher.message(ref, f"{ref} #{n}"))
-    for ref in refs:
-        ids.append(publisher.end(ref))
-    publisher.flush()
+    refs, ids = publish_workload(publisher, "k", REFS, MESSAGES)
     assert len(ids) == 2000
 
     deadline = time.monotonic() + 60

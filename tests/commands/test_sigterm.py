@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 
 import pytest
 
-from tests.commands.conftest import Results, assert_exactly_one_result, created_by_ref, sends_by_ref
+from tests.commands.conftest import Results, assert_exactly_one_result, created_by_ref, publish_workload, sends_by_ref
 
 pytestmark = pytest.mark.kafka
 
@@ -31,13 +30,7 @@ def test_sigterm_under_load_loses_and_repeats_nothing(
     worker = start_worker(env)
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
-    run = uuid.uuid4().hex[:6]
-    refs = [f"g{run}-{i}" for i in range(REFS)]
-    ids = [publisher.start(ref, name=f"Customer {ref}") for ref in refs]
-    for n in range(MESSAGES):
-        ids += [publisher.message(ref, f"{ref} #{n}") for ref in refs]
-    ids += [publisher.end(ref) for ref in refs]
-    publisher.flush()
+    refs, ids = publish_workload(publisher, "g", REFS, MESSAGES)
 
     deadline = time.monotonic() + 60
     while len(results.by_id) < len(ids) // 3 and time.monotonic() < deadline:
