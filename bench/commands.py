@@ -9,7 +9,9 @@
 3. One `connector worker` process runs them; commands/s = commands / (last result - worker ready).
 4. Every command must have exactly one SUCCEEDED result; the sandbox's request log is checked for
    order per ref, repeated messages and conversations created twice.
-5. The ceiling: plain httpx, same concurrency, same request mix and order per ref, same sandbox.
+5. The ceilings: plain clients, same concurrency, same request mix and order per ref, same sandbox,
+   same event loop as the worker: httpx (the issue's definition) and aiohttp (the library the
+   worker sends through, the faster of the two here), the latter both before and after the worker.
 6. RSS of a worker whose table holds `--rss` conversations (written to the changelog directly).
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import socket
@@ -30,7 +33,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
+import uvloop
 from aiohttp import web
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -39,7 +44,6 @@ sys.path.insert(0, str(ROOT))
 
 from connector.client import CommandPublisher  # noqa: E402
 from connector.config import load_settings  # noqa: E402
-from connector.eightbyeight.transport import AiohttpTransport  # noqa: E402
 from connector.status import Conversation, Status  # noqa: E402
 from connector.topics import create_topics  # noqa: E402
 
@@ -53,6 +57,9 @@ def main() -> None:
     parser.add_argument("--generation", default="chat-api-v2")
     parser.add_argument("--transcripts", action="store_true", help="read a transcript back at every end")
     parser.add_argument("--rss", type=int, default=100_000, help="conversations in the table for the RSS check (0: skip)")
+    parser.add_argument("--ceilings", default="aiohttp,httpx", help="which plain clients to measure: aiohttp, httpx")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=os.environ.get("CONNECTOR_EVENT_LOOP", "uvloop"),
+                        help="event loop of the worker and the ceilings")
     args = parser.parse_args()
 
     sink_port = _serve_sink()
@@ -70,21 +77,27 @@ def main() -> None:
     info = admin.get("/_sandbox/info").json()
     channel = info[args.generation]["channels"][0]
     _delete_webhooks(admin, info)
+    clients = args.ceilings.split(",")
     try:
         report: dict[str, Any] = {"args": vars(args)}
+        if "aiohttp" in clients:
+            report["ceiling_aiohttp_before"] = _ceiling(args, admin, sandbox_url, channel, "aiohttp", "before")
         report["worker"] = _run_worker(args, sandbox_url, channel, admin, workdir)
         print(json.dumps(report["worker"]), file=sys.stderr)
-        for name, transport in (("ceiling", None), ("ceiling_aiohttp_pool", AiohttpTransport)):
-            admin.delete("/_sandbox/requests")
-            report[name] = asyncio.run(_ceiling(args, sandbox_url, channel, transport, name))
-            report[name]["checks"] = _check_log(admin.get("/_sandbox/requests").json(), admin, args, f"{name}-")
+        if "aiohttp" in clients:
+            report["ceiling_aiohttp_after"] = _ceiling(args, admin, sandbox_url, channel, "aiohttp", "after")
+        if "httpx" in clients:
+            report["ceiling_httpx"] = _ceiling(args, admin, sandbox_url, channel, "httpx", "httpx")
         if args.rss:
             report["rss"] = _rss(args, workdir, sandbox_url, channel)
     finally:
         sandbox.kill()
-    worker, ceiling = report["worker"], report["ceiling"]  # noqa: F841
-    report["share_of_ceiling"] = round(worker["requests_per_s"] / ceiling["requests_per_s"], 3)
-    report["share_of_ceiling_aiohttp_pool"] = round(worker["requests_per_s"] / report["ceiling_aiohttp_pool"]["requests_per_s"], 3)
+    rate = report["worker"]["requests_per_s"]
+    if "aiohttp" in clients:
+        ceiling = (report["ceiling_aiohttp_before"]["requests_per_s"] + report["ceiling_aiohttp_after"]["requests_per_s"]) / 2
+        report["share_of_ceiling_aiohttp"] = round(rate / ceiling, 3)
+    if "httpx" in clients:
+        report["share_of_ceiling_httpx"] = round(rate / report["ceiling_httpx"]["requests_per_s"], 3)
     print(json.dumps(report, indent=2))
 
 
@@ -95,6 +108,7 @@ def _run_worker(args: argparse.Namespace, sandbox_url: str, channel: str, admin:
     env = _env(workdir, "run", sandbox_url, channel, args)
     settings = _settings(env)
     create_topics(settings)
+    admin.delete("/_sandbox/requests")
     refs = [f"bench-{i}" for i in range(args.refs)]
     started = time.perf_counter()
     ids: list[str] = []
@@ -116,6 +130,7 @@ def _run_worker(args: argparse.Namespace, sandbox_url: str, channel: str, admin:
     try:
         _wait(lambda: _ready(env), 90, "worker")
         ready = time.perf_counter()
+        cpu_at_ready = _cpu_of(worker.pid)
         counter = KafkaConsumer(**settings.kafka_python_config(), group_id=None)
         tps = [TopicPartition(settings.topic_command_results, p) for p in range(settings.kafka_partitions)]
         peak_rss = 0
@@ -125,6 +140,7 @@ def _run_worker(args: argparse.Namespace, sandbox_url: str, channel: str, admin:
                 raise SystemExit("the worker did not finish in 10 minutes")
             time.sleep(0.2)
         done = time.perf_counter()
+        cpu_s = _cpu_of(worker.pid) - cpu_at_ready
         counter.close()
     finally:
         worker.kill()
@@ -148,6 +164,8 @@ def _run_worker(args: argparse.Namespace, sandbox_url: str, channel: str, admin:
         "requests": requests,
         "requests_per_s": round(requests / (done - ready), 1),
         "results": dict(outcomes),
+        "cpu_s": round(cpu_s, 2),
+        "cpu_us_per_command": round(cpu_s / total * 1e6),
         "peak_rss_mb": round(peak_rss / 1024, 1),
         "checks": _check_log(log, admin, args, "bench-"),
     }
@@ -201,20 +219,42 @@ def _check_log(log: list[dict[str, Any]], admin: httpx.Client, args: argparse.Na
     }
 
 
-# --- the ceiling: plain httpx ------------------------------------------------------------------
+# --- the ceilings: plain clients ----------------------------------------------------------------
 
 
-async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str, transport: Any, prefix: str) -> dict[str, Any]:
-    """The same request mix with plain httpx (its own pool, or the worker's aiohttp-pool transport):
-    per ref in order, refs in parallel, `in_flight` at once."""
-    limits = httpx.Limits(max_connections=args.in_flight, max_keepalive_connections=args.in_flight)
-    async with httpx.AsyncClient(
-        base_url=sandbox_url, limits=limits, timeout=30, transport=transport(args.in_flight) if transport else None
-    ) as client:
+def _ceiling(args: argparse.Namespace, admin: httpx.Client, sandbox_url: str, channel: str, client: str, prefix: str) -> dict[str, Any]:
+    """Run the request mix with one plain client on the worker's event loop; check the sandbox log."""
+    admin.delete("/_sandbox/requests")
+    run = uvloop.run if args.loop == "uvloop" else asyncio.run
+    figures = run(_plain_client(args, sandbox_url, channel, client, prefix))
+    figures["checks"] = _check_log(admin.get("/_sandbox/requests").json(), admin, args, f"{prefix}-")
+    return figures
+
+
+async def _plain_client(args: argparse.Namespace, sandbox_url: str, channel: str, client: str, prefix: str) -> dict[str, Any]:
+    """Per ref in order, refs in parallel, `in_flight` requests at once, one pool of `in_flight` connections."""
+    if client == "httpx":
+        limits = httpx.Limits(max_connections=args.in_flight, max_keepalive_connections=args.in_flight)
+        session: Any = httpx.AsyncClient(base_url=sandbox_url, limits=limits, timeout=30)
+    else:
+        session = aiohttp.ClientSession(sandbox_url, connector=aiohttp.TCPConnector(limit=args.in_flight))
+
+    async def send(method: str, path: str, headers: dict[str, str], **kwargs: Any) -> Any:
+        """The answer's JSON body (or None), after raising for a non-2xx status."""
+        if client == "httpx":
+            response = await session.request(method, path, headers=headers, **kwargs)
+            response.raise_for_status()
+            return response.json() if response.content else None
+        async with session.request(method, path, headers=headers, **kwargs) as answer:
+            answer.raise_for_status()
+            content = await answer.read()
+        return json.loads(content) if content else None
+
+    async with session:
         if args.generation == "chat-api-v2":
-            answer = await client.post("/oauth/v2/token", data={"grant_type": "client_credentials"},
-                                       auth=("sandbox-api-key", "sandbox-api-secret"))
-            headers = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+            basic = "Basic " + base64.b64encode(b"sandbox-api-key:sandbox-api-secret").decode()
+            answer = await send("POST", "/oauth/v2/token", {"Authorization": basic}, data={"grant_type": "client_credentials"})
+            headers = {"Authorization": f"Bearer {answer['access_token']}"}
             root = "/vcc/us/chat/v2/tenant/sandbox-tenant"
         else:
             headers = {"x-api-key": "sandbox-api-key", "X-8x8-Tenant": "sandbox-tenant"}
@@ -222,20 +262,19 @@ async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str, tra
         slots = asyncio.Semaphore(args.in_flight)
         count = 0
 
-        async def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async def call(method: str, path: str, **kwargs: Any) -> Any:
             nonlocal count
             async with slots:
-                response = await client.request(method, root + path, headers=headers, **kwargs)
+                answer = await send(method, root + path, headers, **kwargs)
             count += 1
-            response.raise_for_status()
-            return response
+            return answer
 
         async def conversation(ref: str) -> None:
             if args.generation == "chat-api-v2":
                 body = {"channelId": channel, "customer": {"name": ref, "connectorRef": ref}}
             else:
                 body = {"channelId": channel, "user": {"name": ref, "additionalProperties": [{"key": "connectorRef", "value": ref}]}}
-            conversation_id = (await call("POST", "/conversations", json=body)).json()["conversationId"]
+            conversation_id = (await call("POST", "/conversations", json=body))["conversationId"]
             for n in range(args.messages):
                 await call("POST", f"/conversations/{conversation_id}/messages", json={"text": f"{ref} #{n}", "authorType": "user"})
             if args.generation == "chat-api-v2":
@@ -243,10 +282,11 @@ async def _ceiling(args: argparse.Namespace, sandbox_url: str, channel: str, tra
             else:
                 await call("PATCH", f"/conversations/{conversation_id}/participants/user", json={"removed": True})
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(conversation(f"{prefix}-{i}") for i in range(args.refs)))
-        elapsed = time.perf_counter() - started
-    return {"requests": count, "wall_s": round(elapsed, 2), "requests_per_s": round(count / elapsed, 1)}
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"client": client, "requests": count, "wall_s": round(elapsed, 2), "requests_per_s": round(count / elapsed, 1),
+            "cpu_us_per_request": round(cpu / count * 1e6)}
 
 
 # --- RSS with a big table ------------------------------------------------------------------------
@@ -326,6 +366,7 @@ def _env(workdir: Path, name: str, sandbox_url: str, channel: str, args: argpars
         "CONNECTOR_COMMAND_MAX_IN_FLIGHT": str(args.in_flight),
         "CONNECTOR_COMMAND_TRANSCRIPT_ON_END": "true" if args.transcripts else "false",
         "CONNECTOR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "CONNECTOR_EVENT_LOOP": args.loop,
     }
 
 
@@ -356,6 +397,12 @@ def _wait(check: Any, timeout: float, what: str) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{what} not ready in {timeout}s")
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_of(pid: int) -> int:

@@ -10,7 +10,7 @@ import enum
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -134,6 +134,9 @@ class Settings(BaseSettings):
         "default http://<host name>:<web port>.",
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="The worker's event loop: uvloop (faster; a dependency) or Python's own asyncio loop."
+    )
 
     # --- Webhook edge and event agent ------------------------------------------------------------
     webhook_verify_signatures: bool = Field(

@@ -17,7 +17,10 @@ __all__ = ["run_worker"]
 def run_worker(settings: Settings) -> None:
     """Build the app and run it until a signal stops it."""
     import faust
+    import mode.loop
 
+    if settings.event_loop == "uvloop":
+        mode.loop.use("uvloop")  # sets the loop policy; Faust's worker then creates its loop
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -6,12 +6,18 @@ import httpx
 
 from connector.config import Generation, Settings
 from connector.eightbyeight.auth import OAuthToken, api_key_headers
-from connector.eightbyeight.base import InvalidCommand, NewConversation, Platform, PlatformError, ReadBack
+from connector.eightbyeight.base import (
+    InvalidCommand,
+    NewConversation,
+    Platform,
+    PlatformError,
+    ReadBack,
+)
 from connector.eightbyeight.chat_api_v2 import ChatApiV2
 from connector.eightbyeight.chat_gateway_v1 import ChatGatewayV1
 from connector.eightbyeight.http import ApiClient
 from connector.eightbyeight.retry import Attempted, RetryPolicy, retrying
-from connector.eightbyeight.transport import AiohttpTransport
+from connector.eightbyeight.transport import AiohttpSender, HttpxSender
 
 __all__ = [
     "Attempted",
@@ -34,15 +40,12 @@ def open_platform(
     find_max_pages: int = 20,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> Platform:
-    """The adapter of the configured generation, with one HTTP client (and one token) for the worker."""
-    transport = transport or AiohttpTransport(max_in_flight)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.platform_timeout_s),
-        transport=transport,
-        headers={"User-Agent": "kafka-8x8-connector"},
-    )
-    # API calls go to the transport directly (the client still fetches OAuth tokens and closes it).
-    api = ApiClient(client, max_in_flight, transport)
+    """The adapter of the configured generation, with one connection pool (and one token) for the worker.
+
+    It sends through aiohttp, or through `transport` when given (tests pass an httpx MockTransport).
+    """
+    sender = HttpxSender(transport) if transport is not None else AiohttpSender(max_in_flight)
+    api = ApiClient(sender, max_in_flight, timeout_s=settings.platform_timeout_s)
     key = settings.platform_api_key.get_secret_value()
     base_url = settings.platform_base_url
     if settings.platform_generation is Generation.CHAT_API_V2:

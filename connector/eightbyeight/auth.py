@@ -8,13 +8,12 @@ replaces the token that was refused, once, however many requests saw the 401 tog
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Callable
 
-import httpx
-
 from connector.eightbyeight.base import PlatformError
-from connector.eightbyeight.http import ApiClient, error_message
+from connector.eightbyeight.http import ApiClient
 
 __all__ = ["OAuthToken", "api_key_headers"]
 
@@ -36,7 +35,7 @@ class OAuthToken:
     ) -> None:
         self._api = api
         self._url = url
-        self._basic = httpx.BasicAuth(key, secret)
+        self._basic = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
         self._margin = refresh_margin_s
         self._clock = clock
         self._token: str | None = None
@@ -64,24 +63,21 @@ class OAuthToken:
     async def _fetch(self) -> None:
         # The token request bypasses the in-flight bound: requests waiting for a token hold no slot.
         try:
-            response = await self._api.client.post(
-                self._url, data={"grant_type": "client_credentials"}, auth=self._basic
-            )
-        except httpx.TransportError as exc:
-            raise PlatformError(
-                TOKEN_OPERATION, f"network error: {type(exc).__name__}", retryable=True, reason="network"
-            ) from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise PlatformError(
-                TOKEN_OPERATION, error_message(response), http_status=response.status_code, retryable=True
-            )
-        if not response.is_success:
-            raise PlatformError(
+            response = await self._api.request(
                 TOKEN_OPERATION,
-                f"8x8 refused the API key: {error_message(response)}",
-                http_status=response.status_code,
-                code="AUTH_FAILED",
+                "POST",
+                self._url,
+                headers={"Authorization": self._basic},
+                form={"grant_type": "client_credentials"},
+                bounded=False,
             )
+        except PlatformError as exc:
+            if exc.retryable:
+                exc.outcome_unknown = False  # no conversation is created by a token request
+                raise
+            raise PlatformError(
+                TOKEN_OPERATION, f"8x8 refused the API key: {exc.message}", http_status=exc.http_status, code="AUTH_FAILED"
+            ) from None
         try:
             body = response.json()
             token = body["access_token"]

@@ -6,8 +6,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from connector.eightbyeight.auth import OAuthToken
 from connector.eightbyeight.base import (
     CONNECTOR_REF,
@@ -20,6 +18,7 @@ from connector.eightbyeight.base import (
     epoch_ms,
 )
 from connector.eightbyeight.http import ApiClient
+from connector.eightbyeight.transport import Reply
 
 __all__ = ["ChatApiV2"]
 
@@ -85,9 +84,9 @@ class ChatApiV2(Platform):
         )
 
     async def aclose(self) -> None:
-        await self._api.client.aclose()
+        await self._api.aclose()
 
-    async def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> Reply:
         """One request with the current token; a 401 replaces the token once and sends again."""
         token = await self._token.token()
         try:
@@ -122,7 +121,7 @@ def create_body(conversation: NewConversation) -> dict[str, Any]:
     return body
 
 
-def _conversation_id(response: httpx.Response, operation: str) -> str:
+def _conversation_id(response: Reply, operation: str) -> str:
     try:
         return str(response.json()["conversationId"])
     except (ValueError, KeyError, TypeError):

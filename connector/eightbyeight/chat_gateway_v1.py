@@ -6,8 +6,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from connector.eightbyeight.base import (
     CONNECTOR_REF,
     NewConversation,
@@ -17,6 +15,7 @@ from connector.eightbyeight.base import (
     epoch_ms,
 )
 from connector.eightbyeight.http import ApiClient
+from connector.eightbyeight.transport import Reply
 
 __all__ = ["ChatGatewayV1"]
 
@@ -96,9 +95,9 @@ class ChatGatewayV1(Platform):
         )
 
     async def aclose(self) -> None:
-        await self._api.client.aclose()
+        await self._api.aclose()
 
-    async def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> Reply:
         return await self._api.request(operation, method, self._root + path, headers=self._headers, **kwargs)
 
     async def _all(self, name: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,12 +10,16 @@ import asyncio
 import email.utils
 import json
 import time
+import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import orjson
 from prometheus_client import Gauge, Histogram
 
 from connector.eightbyeight.base import PlatformError
+from connector.eightbyeight.transport import Reply, Sender
 
 __all__ = ["IN_FLIGHT", "REQUEST_SECONDS", "ApiClient", "error_message", "parse_retry_after", "status_error"]
 
@@ -28,81 +32,79 @@ REQUEST_SECONDS = Histogram(
 IN_FLIGHT = Gauge("connector_8x8_requests_in_flight", "8x8 API requests sent and not answered yet.")
 
 _MAX_MESSAGE = 500
+_HEADERS = {"User-Agent": "kafka-8x8-connector"}
 
 
 class ApiClient:
-    """An httpx client with a bound on requests in flight; `request` raises PlatformError unless 2xx.
+    """Builds each request (URL, headers, body bytes), sends it with a bound on requests in flight,
+    and returns the 2xx answer; any other outcome raises PlatformError."""
 
-    Given the client's `transport`, requests are built with the client's default headers and timeout
-    and handed to the transport directly: the client's per-request machinery (cookie jar, auth flow,
-    redirect loop, event hooks) costs more CPU than the transport itself (py-spy) and does nothing
-    for these calls (bearer or API-key headers, no redirects followed, no hooks). The client must
-    then have no base_url, auth, cookies or params of its own. Without a transport, `client` sends.
-    """
-
-    def __init__(
-        self, client: httpx.AsyncClient, max_in_flight: int, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self.client = client
+    def __init__(self, sender: Sender, max_in_flight: int, *, timeout_s: float = 10.0) -> None:
+        self.sender = sender
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._transport = transport
-        if transport is not None:
-            if str(client.base_url) or client.auth is not None or client.cookies or client.params:
-                raise ValueError("ApiClient sends through the transport only for a client without base_url, auth, cookies or params")
-            self._headers = client.headers
-            self._timeout = client.timeout.as_dict()
+        self._timeout = timeout_s
         self._seconds: dict[tuple[str, str], Any] = {}
 
-    async def request(self, operation: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """Send one request and return the 2xx response; any other outcome raises PlatformError."""
+    async def request(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        form: Mapping[str, str] | None = None,
+        bounded: bool = True,
+    ) -> Reply:
+        """Send one request (`json` or `form` as its body); `bounded=False` skips the in-flight bound."""
+        merged = {**_HEADERS, **headers} if headers else dict(_HEADERS)
+        body = None
+        if json is not None:
+            body = orjson.dumps(json)
+            merged["Content-Type"] = "application/json"
+        elif form is not None:
+            body = urllib.parse.urlencode(form).encode()
+            merged["Content-Type"] = "application/x-www-form-urlencoded"
+        if params:
+            url = f"{url}?{urllib.parse.urlencode(params)}"
+        if not bounded:
+            return await self._send(operation, method, url, merged, body)
         async with self._slots:
-            IN_FLIGHT.inc()
-            started = time.perf_counter()
-            status = "error"
-            try:
-                if self._transport is None:
-                    response = await self.client.request(method, url, **kwargs)
-                else:
-                    response = await self._send(method, url, **kwargs)
-                status = str(response.status_code)
-            except httpx.TimeoutException as exc:
-                status = "timeout"
-                # A connect timeout never reached 8x8; any other may have taken effect.
-                unknown = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
-                raise PlatformError(
-                    operation, "8x8 did not answer in time", retryable=True, outcome_unknown=unknown, reason="timeout"
-                ) from None
-            except httpx.TransportError as exc:
-                unknown = not isinstance(exc, httpx.ConnectError)
-                raise PlatformError(
-                    operation,
-                    f"network error: {type(exc).__name__}",
-                    retryable=True,
-                    outcome_unknown=unknown,
-                    reason="network",
-                ) from None
-            finally:
-                IN_FLIGHT.dec()
-                self._observe(operation, status, time.perf_counter() - started)
+            return await self._send(operation, method, url, merged, body)
+
+    async def aclose(self) -> None:
+        await self.sender.aclose()
+
+    async def _send(self, operation: str, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Reply:
+        IN_FLIGHT.inc()
+        started = time.perf_counter()
+        status = "error"
+        try:
+            response = await self.sender.send(method, url, headers, body, self._timeout)
+            status = str(response.status_code)
+        except httpx.TimeoutException as exc:
+            status = "timeout"
+            # A connect timeout never reached 8x8; any other may have taken effect.
+            unknown = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            raise PlatformError(
+                operation, "8x8 did not answer in time", retryable=True, outcome_unknown=unknown, reason="timeout"
+            ) from None
+        except httpx.TransportError as exc:
+            unknown = not isinstance(exc, httpx.ConnectError)
+            raise PlatformError(
+                operation,
+                f"network error: {type(exc).__name__}",
+                retryable=True,
+                outcome_unknown=unknown,
+                reason="network",
+            ) from None
+        finally:
+            IN_FLIGHT.dec()
+            self._observe(operation, status, time.perf_counter() - started)
         if response.is_success:
             return response
         raise status_error(operation, response)
-
-    async def _send(
-        self, method: str, url: str, *, headers: Any = None, params: Any = None, json: Any = None, content: Any = None
-    ) -> httpx.Response:
-        """What `client.request` sends (same headers, body and timeout), through the transport."""
-        merged = httpx.Headers(self._headers)
-        if headers:
-            merged.update(headers)
-        request = httpx.Request(
-            method, url, params=params, headers=merged, json=json, content=content, extensions={"timeout": self._timeout}
-        )
-        assert self._transport is not None
-        response = await self._transport.handle_async_request(request)
-        response.request = request
-        await response.aread()
-        return response
 
     def _observe(self, operation: str, status: str, seconds: float) -> None:
         child = self._seconds.get((operation, status))
@@ -111,7 +113,7 @@ class ApiClient:
         child.observe(seconds)
 
 
-def status_error(operation: str, response: httpx.Response) -> PlatformError:
+def status_error(operation: str, response: Reply) -> PlatformError:
     """The PlatformError for a non-2xx answer: 429 and 5xx may be retried, other 4xx are final."""
     code = response.status_code
     message = error_message(response)
@@ -124,7 +126,7 @@ def status_error(operation: str, response: httpx.Response) -> PlatformError:
     return PlatformError(operation, message, http_status=code)
 
 
-def error_message(response: httpx.Response) -> str:
+def error_message(response: Reply) -> str:
     """8x8's own words for an error (`message`, `errors[].message`, `fault.faultstring`), else the reason."""
     try:
         body = json.loads(response.content)
@@ -147,7 +149,7 @@ def error_message(response: httpx.Response) -> str:
     return text[:_MAX_MESSAGE]
 
 
-def parse_retry_after(response: httpx.Response) -> float | None:
+def parse_retry_after(response: Reply) -> float | None:
     """Seconds from a `Retry-After` header (delta-seconds or HTTP date), or None."""
     value = response.headers.get("retry-after")
     if not value:

@@ -1,54 +1,88 @@
-"""An httpx transport over aiohttp's connection pool, for the worker's many concurrent 8x8 requests.
+"""Putting one HTTP request on the wire: aiohttp's pool for the worker, any httpx transport for tests.
 
-The adapters speak httpx (requests, responses, MockTransport in tests). httpcore's pool checks
-every pooled connection (a readability syscall and anyio attribute lookups each) on every
-request, which made a 256-connection pool cost ~2 ms of CPU per request (py-spy); aiohttp's pool
-does not, so the worker sends through it. Failures become the httpx exceptions ApiClient maps.
+`ApiClient` builds every request itself (URL, headers, body bytes) and hands it to a sender, so
+both senders send the same request. The worker sends through aiohttp: httpcore's pool checks every
+pooled connection on every request (~2 ms of CPU each with 256 connections, py-spy), and httpx's
+Request/Response objects cost more CPU than aiohttp's whole send (py-spy). Tests pass an httpx
+transport (MockTransport). Either way failures are raised as the httpx exceptions ApiClient maps.
 """
 
 from __future__ import annotations
 
-import asyncio
+import http
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
+from yarl import URL
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpSender", "HttpxSender", "Reply", "Sender"]
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """Sends httpx requests with one aiohttp session (opened on first use, in the running loop)."""
+@dataclass(frozen=True)
+class Reply:
+    """An answer from 8x8: status, headers (case-insensitive) and the whole body."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def reason_phrase(self) -> str:
+        try:
+            return http.HTTPStatus(self.status_code).phrase
+        except ValueError:
+            return ""
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Sender(Protocol):
+    """Sends one request, reads the whole answer; network failures raise httpx exceptions."""
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+    ) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpSender:
+    """One aiohttp session (opened on first use, in the running loop) with a bounded pool."""
 
     def __init__(self, max_connections: int) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        key = (timeouts.get("connect"), timeouts.get("read"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1])
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+    ) -> Reply:
+        limit = self._timeouts.get(timeout)
+        if limit is None:
+            limit = self._timeouts[timeout] = aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout)
         try:
+            # encoded=True: the URL is sent as ApiClient built it (yarl would re-quote the query).
             async with self._open().request(
-                request.method,
-                str(request.url),
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
-                data=request.content or None,
-                allow_redirects=False,
-                timeout=timeout,
+                method, URL(url, encoded=True), headers=headers, data=body, allow_redirects=False, timeout=limit
             ) as answer:
-                content = await answer.read()
+                return Reply(answer.status, answer.headers, await answer.read())
         except aiohttp.ClientConnectorError as exc:
-            raise httpx.ConnectError(str(exc), request=request) from exc
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+            raise httpx.ConnectError(str(exc)) from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise httpx.ReadTimeout(str(exc) or "timed out") from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+            raise httpx.RemoteProtocolError(str(exc)) from exc
         except aiohttp.ClientError as exc:
-            raise httpx.ReadError(str(exc), request=request) from exc
-        return httpx.Response(answer.status, headers=answer.raw_headers, content=content, request=request)
+            raise httpx.ReadError(str(exc)) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -58,7 +92,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300),
-                auto_decompress=False,  # httpx decodes per Content-Encoding
+                auto_decompress=False,  # nothing asks for compression (no Accept-Encoding)
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
             )
         return self._session
+
+
+class HttpxSender:
+    """Sends through an httpx transport (tests give a MockTransport), with no client headers of its own."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+    ) -> Reply:
+        request = httpx.Request(
+            method, url, headers=headers, content=body, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
+        )
+        answer = await self._transport.handle_async_request(request)
+        answer.request = request
+        return Reply(answer.status_code, answer.headers, await answer.aread())
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()

@@ -1,7 +1,8 @@
 """Every request the adapters send validates against 8x8's own OpenAPI spec (both generations).
 
 The adapters run against an httpx MockTransport that records each request and answers what the
-spec describes; each recorded request is then validated with openapi-core.
+spec describes; each recorded request is then validated with openapi-core. The worker's own sender
+(aiohttp) is checked the same way against a local server that records what arrives on the wire.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from openapi_core import OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
@@ -82,22 +84,39 @@ def _answer(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"id": "c-1"})
 
 
-async def _exercise(generation: Generation, assignment: tuple[str, str] | None) -> list[httpx.Request]:
+async def _exercise(generation: Generation, assignment: tuple[str, str] | None, *, wire: bool = False) -> list[httpx.Request]:
+    """The requests the adapter sends for one of everything: through a MockTransport, or (`wire`)
+    through the worker's aiohttp sender to a local server, rewritten to 8x8's host."""
     sent: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request)
         return _answer(request)
 
+    async def on_wire(request: web.Request) -> web.Response:
+        answer = handler(
+            httpx.Request(request.method, f"https://api.8x8.com{request.path_qs}", headers=list(request.headers.items()), content=await request.read())
+        )
+        return web.Response(status=answer.status_code, body=answer.content, headers={"Content-Type": "application/json"})
+
+    base_url = "https://api.8x8.com"
+    if wire:
+        server = web.Application()
+        server.router.add_route("*", "/{path:.*}", on_wire)
+        runner = web.AppRunner(server, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base_url = "http://127.0.0.1:{}".format(site._server.sockets[0].getsockname()[1])
     settings = load_settings(
         platform_generation=generation,
-        platform_base_url="https://api.8x8.com",
+        platform_base_url=base_url,
         platform_tenant_id="acme",
         platform_api_key="key",
         platform_api_secret="secret",
         platform_region="eu",
     )
-    platform = open_platform(settings, transport=httpx.MockTransport(handler))
+    platform = open_platform(settings, transport=None if wire else httpx.MockTransport(handler))
     conversation = NewConversation(
         ref=REF,
         channel_id="25",
@@ -123,6 +142,8 @@ async def _exercise(generation: Generation, assignment: tuple[str, str] | None) 
     await platform.get("c-1")
     await platform.read_back("c-1")
     await platform.aclose()
+    if wire:
+        await runner.cleanup()
     return sent
 
 
@@ -135,13 +156,28 @@ async def _exercise(generation: Generation, assignment: tuple[str, str] | None) 
     ],
     ids=["chat-api-v2", "gateway-queue", "gateway-script"],
 )
-async def test_every_request_validates_against_the_spec(generation, spec, assignment) -> None:
+@pytest.mark.parametrize("wire", [False, True], ids=["mock-transport", "aiohttp-wire"])
+async def test_every_request_validates_against_the_spec(generation, spec, assignment, wire) -> None:
     openapi = OpenAPI.from_dict(spec())
-    sent = await _exercise(generation, assignment)
+    sent = await _exercise(generation, assignment, wire=wire)
     operations = {(r.method, r.url.path.rsplit("/", 1)[-1]) for r in sent}
     assert len(operations) >= 7  # create, send, end, find, get, messages, participants (+ token / interactions)
     for request in sent:
         openapi.validate_request(_Request(request))
+
+
+@pytest.mark.parametrize("generation", list(Generation))
+async def test_both_senders_send_the_same_requests(generation) -> None:
+    """What the tests see through the MockTransport is what the worker puts on the wire."""
+
+    def shape(request: httpx.Request) -> tuple[Any, ...]:
+        headers = sorted((k, v) for k, v in request.headers.items() if k not in ("host", "content-length"))
+        return request.method, str(request.url), headers, request.content
+
+    assignment = None if generation is Generation.CHAT_API_V2 else ("queue", "1")
+    mocked = [shape(r) for r in await _exercise(generation, assignment)]
+    on_wire = [shape(r) for r in await _exercise(generation, assignment, wire=True)]
+    assert on_wire == mocked
 
 
 async def test_connector_ref_is_stamped_in_both_generations() -> None:

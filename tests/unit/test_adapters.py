@@ -12,6 +12,7 @@ from connector.config import Generation, load_settings
 from connector.eightbyeight import InvalidCommand, NewConversation, PlatformError, open_platform
 from connector.eightbyeight.auth import OAuthToken
 from connector.eightbyeight.http import ApiClient, parse_retry_after
+from connector.eightbyeight.transport import HttpxSender
 
 SECRET = "s3cr3t-value"
 
@@ -61,8 +62,8 @@ async def test_v2_fetches_one_token_for_many_concurrent_requests() -> None:
 async def test_v2_refreshes_a_margin_before_expiry() -> None:
     calls: list[httpx.Request] = []
     now = [0.0]
-    client = httpx.AsyncClient(transport=httpx.MockTransport(_v2_handler(calls, expires_in="3600")))
-    token = OAuthToken(ApiClient(client, 4), "https://api.test/oauth/v2/token", "k", SECRET, refresh_margin_s=60, clock=lambda: now[0])
+    sender = HttpxSender(httpx.MockTransport(_v2_handler(calls, expires_in="3600")))
+    token = OAuthToken(ApiClient(sender, 4), "https://api.test/oauth/v2/token", "k", SECRET, refresh_margin_s=60, clock=lambda: now[0])
     assert await token.token() == "token-0"
     now[0] = 3539.0
     assert await token.token() == "token-0"
