@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from connector.appender import Appender
 from connector.config import Settings
 from connector.schemas import AvroCodec
 
@@ -49,6 +50,8 @@ class Connector:
     conversations: faust.Table
     # refs[8x8 conversation id] -> ref; co-partitioned with webhooks_raw (key: 8x8 id).
     refs: faust.Table
+    # Every write to `conversations` and every record the command agent publishes goes through it.
+    appender: Appender
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,6 +95,7 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         webhooks_raw=_topic(app, settings.topic_webhooks_raw),
         conversations=table(app, CONVERSATIONS_TABLE, settings),
         refs=table(app, REFS_TABLE, settings),
+        appender=Appender(app),
     )
 
     if install:

@@ -7,24 +7,22 @@ partition are finished (`connector.lanes.InOrderAcks`), so a crash replays unfin
 never skips it. Replayed commands are answered from the table (their ids are remembered per ref)
 without calling 8x8 again; a create whose outcome is unknown is first looked up by connectorRef.
 
-Table writes from a lane go to the changelog partition of the command's own record: the lane sets
-that record as Faust's current event for the (synchronous) read-modify-write.
+Table writes from a lane go to the changelog partition of the command's own record, and every
+record goes out through `connector.appender.Appender` (call order kept, Faust's per-record
+machinery skipped).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-import faust.streams
 from prometheus_client import Counter, Gauge
 
 from connector import status, transcripts
@@ -232,13 +230,13 @@ class CommandProcessor:
         try:
             record = await self.connector.codec.decode("ConversationCommand", message.value)
         except SchemaError as exc:
-            self._reject_record(event, key or "", record_id, "UNDECODABLE", exc)
+            await self._reject_record(event, key or "", record_id, "UNDECODABLE", exc)
             done()
             return
         try:
             command = parse_command(record, key)
         except InvalidCommand as exc:
-            self._reject_record(event, key or "", record.get("command_id") or record_id, "INVALID_COMMAND", exc)
+            await self._reject_record(event, key or "", record.get("command_id") or record_id, "INVALID_COMMAND", exc)
             done()
             return
         await self.lanes.put(command.ref, _Job(event, command, done))
@@ -254,7 +252,7 @@ class CommandProcessor:
             await self._run(job)
         except Exception as exc:  # a bug must still answer the command and must not stop the lane
             logger.exception("command %s of %s failed unexpectedly", job.command.command_id, job.command.ref)
-            self._finish(job, self._result(job.command, "FAILED", error_code="INTERNAL_ERROR", error_message=f"{type(exc).__name__}: {exc}"))
+            await self._finish(job, self._result(job.command, "FAILED", error_code="INTERNAL_ERROR", error_message=f"{type(exc).__name__}: {exc}"))
         finally:
             job.done()
 
@@ -263,7 +261,7 @@ class CommandProcessor:
         existing = self._read(command.ref)
         if existing is not None and command.command_id in existing.recent_commands:
             stored = existing.recent_commands[command.command_id]
-            self._publish_result(job, _recalled(command.ref, command.command_id, stored), duplicate=True)
+            await self._publish_result(_recalled(command.ref, command.command_id, stored), duplicate=True)
             return
         if command.command_id.startswith(AUTO_END_PREFIX):
             self._auto_ending.discard(command.ref)
@@ -338,7 +336,7 @@ class CommandProcessor:
             if isinstance(exc, PlatformError) and unsure:
                 reason = f"{reason} (the create may have reached 8x8; the next start for this ref looks it up first)"
             await self._write(job, lambda current: _after_failure(current or creating, reason, _now()).remember(command.command_id, _remembered(result)))
-            self._finish(job, result)
+            await self._finish(job, result)
             return
         conversation_id = attempted.value
         result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempted.attempts)
@@ -354,8 +352,8 @@ class CommandProcessor:
                 channel_id=request.channel_id,
             ).remember(command.command_id, _remembered(result)),
         )
-        self._publish_mapping(conversation_id, command.ref)
-        self._finish(job, result)
+        await self._publish_mapping(conversation_id, command.ref)
+        await self._finish(job, result)
 
     async def _call(self, job: _Job, conversation_id: str, call: Callable[[str], Any]) -> bool:
         """Send/end with retries, then record the outcome; True when 8x8 accepted it."""
@@ -365,14 +363,14 @@ class CommandProcessor:
         except PlatformError as exc:
             result = self._failure(command, exc, conversation_id=conversation_id)
             await self._write(job, lambda current: _remember(current, command, result))
-            self._finish(job, result)
+            await self._finish(job, result)
             return False
         result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempted.attempts)
         await self._write(
             job,
             lambda current: status.after_command(current, command.kind, _now()).remember(command.command_id, _remembered(result)),
         )
-        self._finish(job, result)
+        await self._finish(job, result)
         return True
 
     async def _fetch_transcript(self, job: _Job, conversation_id: str) -> None:
@@ -383,7 +381,7 @@ class CommandProcessor:
         else:
             result = self._failure(command, error, conversation_id=conversation_id)
         await self._write(job, lambda current: _remember(current, command, result))
-        self._finish(job, result)
+        await self._finish(job, result)
 
     async def _transcript(self, job: _Job, conversation_id: str, reason: str, *, quiet: bool) -> PlatformError | None:
         """Read the conversation back and publish its transcript; the error if that failed."""
@@ -396,8 +394,10 @@ class CommandProcessor:
         record = transcripts.record(
             job.command.ref, conversation_id, self.platform.generation, reason, job.command.command_id, attempted.value, _now()
         )
-        self.connector.transcripts.send_soon(
-            key=job.command.ref.encode(), value=self.connector.codec.encode("ConversationTranscript", record)
+        await self.connector.appender.append(
+            self.connector.settings.topic_transcripts,
+            job.command.ref.encode(),
+            self.connector.codec.encode("ConversationTranscript", record),
         )
         return None
 
@@ -406,7 +406,7 @@ class CommandProcessor:
         command = job.command
         result = self._result(command, "FAILED", error_code=code, error_message=reason)
         await self._write(job, lambda current: _remember(current, command, result))
-        self._finish(job, result)
+        await self._finish(job, result)
 
     # --- table, results, DLQ --------------------------------------------------------------------
 
@@ -419,26 +419,26 @@ class CommandProcessor:
         changelog record is stored, so that nothing is announced before the state that explains it."""
         table = self.connector.conversations
         ref = job.command.ref
-        with _current_event(job.event):
-            value = change(self._read(ref)).to_dict()
-            future = table.send_changelog(table.partition_for_key(ref), ref, value)
-            table.data[ref] = value
-        await future
+        value = change(self._read(ref)).to_dict()
+        delivery = await self.connector.appender.put(table, ref, value, job.event)
+        await delivery
 
-    def _finish(self, job: _Job, result: dict[str, Any]) -> None:
-        self._publish_result(job, result, duplicate=False)
+    async def _finish(self, job: _Job, result: dict[str, Any]) -> None:
+        await self._publish_result(result, duplicate=False)
         if result["status"] == "FAILED":
             message = job.event.message
-            self._dead_letter(job.event, message.key, result["error_code"], "CommandFailed", result["error_message"] or "")
+            await self._dead_letter(job.event, message.key, result["error_code"], "CommandFailed", result["error_message"] or "")
 
-    def _publish_result(self, job: _Job, result: dict[str, Any], *, duplicate: bool) -> None:
+    async def _publish_result(self, result: dict[str, Any], *, duplicate: bool) -> None:
         result = {**result, "duplicate": duplicate}
-        self.connector.command_results.send_soon(
-            key=result["conversation_ref"].encode(), value=self.connector.codec.encode("CommandResult", result)
+        await self.connector.appender.append(
+            self.connector.settings.topic_command_results,
+            result["conversation_ref"].encode(),
+            self.connector.codec.encode("CommandResult", result),
         )
         RESULTS.labels(result["command_type"], result["status"], str(duplicate).lower()).inc()
 
-    def _publish_mapping(self, conversation_id: str, ref: str) -> None:
+    async def _publish_mapping(self, conversation_id: str, ref: str) -> None:
         """Tell the event agent which ref an 8x8 id belongs to (it alone writes the `refs` table)."""
         mapping = {
             "kind": "REF_MAPPING",
@@ -448,11 +448,13 @@ class CommandProcessor:
             "received_at": _now(),
             "conversation_ref": ref,
         }
-        self.connector.webhooks_raw.send_soon(
-            key=conversation_id.encode(), value=self.connector.codec.encode("RawWebhook", mapping)
+        await self.connector.appender.append(
+            self.connector.settings.topic_webhooks_raw,
+            conversation_id.encode(),
+            self.connector.codec.encode("RawWebhook", mapping),
         )
 
-    def _reject_record(self, event: faust.EventT, ref: str, command_id: str, code: str, exc: Exception) -> None:
+    async def _reject_record(self, event: faust.EventT, ref: str, command_id: str, code: str, exc: Exception) -> None:
         """A record that is not a usable command: FAILED result (key: its key) and the DLQ."""
         result = {
             "command_id": command_id,
@@ -465,13 +467,15 @@ class CommandProcessor:
             "duplicate": False,
             "processed_at": _now(),
         }
-        self.connector.command_results.send_soon(
-            key=event.message.key, value=self.connector.codec.encode("CommandResult", result)
+        await self.connector.appender.append(
+            self.connector.settings.topic_command_results,
+            event.message.key,
+            self.connector.codec.encode("CommandResult", result),
         )
         RESULTS.labels("UNKNOWN", "FAILED", "false").inc()
-        self._dead_letter(event, event.message.key, code, type(exc).__name__, str(exc))
+        await self._dead_letter(event, event.message.key, code, type(exc).__name__, str(exc))
 
-    def _dead_letter(self, event: faust.EventT, key: bytes | None, code: str, error_class: str, text: str) -> None:
+    async def _dead_letter(self, event: faust.EventT, key: bytes | None, code: str, error_class: str, text: str) -> None:
         message = event.message
         headers = list(_header_items(message.headers)) + [
             ("connector.error.class", error_class.encode()),
@@ -481,7 +485,7 @@ class CommandProcessor:
             ("connector.source.partition", str(message.partition).encode()),
             ("connector.source.offset", str(message.offset).encode()),
         ]
-        self.connector.commands_dlq.send_soon(key=key, value=message.value, headers=headers)
+        await self.connector.appender.append(self.connector.settings.topic_commands_dlq, key, message.value, headers=headers)
         DLQ_RECORDS.labels(code).inc()
 
     def _result(self, command: Command, result_status: str, **fields: Any) -> dict[str, Any]:
@@ -596,16 +600,6 @@ def install(connector: Connector) -> None:
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _current_event(event: faust.EventT) -> Iterator[None]:
-    """Make `event` Faust's current event, so table writes go to its partition's changelog."""
-    token = faust.streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust.streams._current_event.reset(token)
 
 
 def _after_failure(conversation: Conversation, reason: str, now: int) -> Conversation:

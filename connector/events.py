@@ -418,7 +418,9 @@ def _status_agent(connector: Any) -> Any:
                 queue_name=record.get("queue_name"),
             )
             if after != before:
-                connector.conversations[ref] = after.to_dict()
+                # Through the appender, like the command agent's writes of the same entries, so the
+                # changelog keeps the order of both (Faust's flush before a commit covers it).
+                await connector.appender.put(connector.conversations, ref, after.to_dict(), event)
                 STATUS_UPDATES.inc()
 
     return statuses
