@@ -306,8 +306,8 @@ def _rss(args: argparse.Namespace, workdir: Path, sandbox_url: str, channel: str
             ref=ref, status=Status.QUEUED, conversation_id=uuid.uuid4().hex, generation=args.generation, channel_id="1",
             interaction_count=1, created_at=now, updated_at=now,
         ).remember(str(uuid.uuid4()), {"command_type": "START_CONVERSATION", "status": "SUCCEEDED", "attempts": 1, "processed_at": now})
-        # Faust writes table keys JSON-encoded.
-        producer.send(topic, key=json.dumps(ref).encode(), value=json.dumps(conversation.to_dict()).encode())
+        # The worker's changelog format: raw UTF-8 keys (connector.app.table), JSON values.
+        producer.send(topic, key=ref.encode(), value=json.dumps(conversation.to_dict()).encode())
     producer.flush()
     producer.close()
     worker = subprocess.Popen(
