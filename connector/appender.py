@@ -11,9 +11,11 @@ once `append` returns the producer holds the record, so Faust's flush before eac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import types
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -46,25 +48,50 @@ class Appender:
         async with self._lock:
             return await self._app.producer.send(topic, key, value, partition, None, headers)
 
-    async def put(self, table: faust.Table, key: str, value: Any, event: faust.EventT) -> asyncio.Future[Any]:
-        """Set `table[key]` now and append it to the changelog partition of `event` (a co-partitioned record).
+    async def put(self, table: faust.Table, key: str, value: Any, partition: int) -> asyncio.Future[Any]:
+        """Set `table[key]` now, in the table's `partition`, and append it to that changelog partition.
 
         The caller reads and writes an entry with no await between, and the changelog gets the
-        writes of all callers in the order they were made. `event` is made Faust's current event
-        for the write, as the RocksDB store needs. On delivery the store records the changelog
-        offset (RocksDB resumes its recovery there), as Faust's own writes do.
+        writes of all callers in the order they were made. On delivery the store records the
+        changelog offset (RocksDB resumes its recovery there), as Faust's own writes do.
         """
-        token = faust.streams._current_event.set(weakref.ref(event))
-        try:
+        with _in_partition(partition):
             table.data[key] = value
-        finally:
-            faust.streams._current_event.reset(token)
         # Faust's table changelog format: raw UTF-8 keys (connector.app.table), JSON values.
-        delivery = await self.append(
-            table.changelog_topic.get_topic_name(), key.encode(), orjson.dumps(value), partition=event.message.partition
-        )
+        return await self._changelog(table, key, orjson.dumps(value), partition)
+
+    async def delete(self, table: faust.Table, key: str, partition: int) -> asyncio.Future[Any] | None:
+        """Remove `table[key]` from the table's `partition` and append a tombstone; None if it was not there."""
+        with _in_partition(partition):
+            if table.data.pop(key, None) is None:
+                return None
+        return await self._changelog(table, key, None, partition)
+
+    async def _changelog(self, table: faust.Table, key: str, value: bytes | None, partition: int) -> asyncio.Future[Any]:
+        delivery = await self.append(table.changelog_topic.get_topic_name(), key.encode(), value, partition=partition)
         delivery.add_done_callback(partial(_persisted, table))
         return delivery
+
+
+@contextlib.contextmanager
+def _in_partition(partition: int) -> Iterator[None]:
+    """Faust's RocksDB store keeps one database per partition and takes a write's partition from the
+    current event; outside a stream (timers) or for another partition than the event's, name it."""
+    stand_in = _PartitionEvent(partition)  # held here: the context variable keeps only a weak reference
+    token = faust.streams._current_event.set(weakref.ref(stand_in))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+class _PartitionEvent:
+    """Stands in for the current event: the store reads only `event.message.partition`."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = types.SimpleNamespace(partition=partition)
 
 
 def _persisted(table: faust.Table, delivery: asyncio.Future[Any]) -> None:

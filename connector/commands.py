@@ -420,7 +420,7 @@ class CommandProcessor:
         table = self.connector.conversations
         ref = job.command.ref
         value = change(self._read(ref)).to_dict()
-        delivery = await self.connector.appender.put(table, ref, value, job.event)
+        delivery = await self.connector.appender.put(table, ref, value, job.event.message.partition)
         await delivery
 
     async def _finish(self, job: _Job, result: dict[str, Any]) -> None:

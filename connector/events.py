@@ -6,8 +6,9 @@ holds events whose ref is not known yet, and publishes each event once to chat.e
 The status agent reads chat.events (key: ref) and moves `conversations[ref]` along the status
 machine. Both agents log, count and skip what they cannot read; they never stop on bad input.
 
-State, all in Faust tables written to the partition of the record being processed (explicitly, so
-that the hold timer writes to the same partitions as the stream):
+State, all in Faust tables written through `connector.appender` to the partition of the record
+being processed (named explicitly, so that the hold timer writes to the same partitions as the
+stream, in the store as in the changelog):
 - `refs[8x8 id] -> ref`;
 - `held-events[8x8 id] -> [{value, since}]`: raw records waiting for their ref, in arrival order;
 - `seen-events[event id] -> [partition, seq]`: the last `events_dedupe_per_partition` event ids
@@ -232,6 +233,7 @@ class _EventAgent:
     def __init__(self, connector: Any, options: Any) -> None:
         self._connector = connector
         self._options = options
+        self._appender = connector.appender
         app = connector.app
         self._held = table(app, HELD_EVENTS_TABLE, connector.settings)
         self._seen = table(app, SEEN_EVENTS_TABLE, connector.settings)
@@ -270,10 +272,10 @@ class _EventAgent:
             if not ref:
                 logger.error("REF_MAPPING for %s has no conversation_ref: ignored", key)
                 return
-            _write(self._connector.refs, partition, key, ref)
+            await self._appender.put(self._connector.refs, key, ref, partition)
             held = self._held.get(key)
             if held:
-                _delete(self._held, partition, key)
+                await self._appender.delete(self._held, key, partition)
                 self._held_count -= len(held)
                 for entry in held:
                     await self._publish(await self._decode_held(entry), key, ref, partition)
@@ -292,7 +294,7 @@ class _EventAgent:
         else:
             await self._make_room()
             entry = {"event_id": event_id, "value": base64.b64encode(value).decode(), "since": _now_ms(), "partition": partition}
-            _write(self._held, partition, key, [*held, entry])
+            await self._appender.put(self._held, key, [*held, entry], partition)
             self._held_count += 1
             EVENTS_HELD.set(self._held_count)
 
@@ -304,7 +306,7 @@ class _EventAgent:
     async def _flush_unmapped(self, key: str, held: list[dict[str, Any]]) -> None:
         """Publish `key`'s held events keyed by the 8x8 id: their ref did not come in time."""
         partition = held[0]["partition"]
-        _delete(self._held, partition, key)
+        await self._appender.delete(self._held, key, partition)
         self._held_count -= len(held)
         for entry in held:
             EVENTS_UNMAPPED.inc()
@@ -329,9 +331,9 @@ class _EventAgent:
             return
         await _send_until_acked(self._connector.events, (ref or key).encode(), value)
         EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()
-        self._remember(event_id, partition)
+        await self._remember(event_id, partition)
 
-    def _remember(self, event_id: str, partition: int) -> None:
+    async def _remember(self, event_id: str, partition: int) -> None:
         order = self._order.get(partition)
         if order is None:
             # First use of this partition since start: rebuild its order from the restored table.
@@ -339,10 +341,10 @@ class _EventAgent:
             order = self._order[partition] = collections.deque(eid for _, eid in mine)
             self._seq = max([self._seq, *(seq for seq, _ in mine)])
         self._seq += 1
-        _write(self._seen, partition, event_id, [partition, self._seq])
+        await self._appender.put(self._seen, event_id, [partition, self._seq], partition)
         order.append(event_id)
         while len(order) > self._options.events_dedupe_per_partition:
-            _delete(self._seen, partition, order.popleft())
+            await self._appender.delete(self._seen, order.popleft(), partition)
 
     async def _decode_held(self, entry: dict[str, Any]) -> dict[str, Any]:
         return await self._connector.codec.decode("RawWebhook", base64.b64decode(entry["value"]))
@@ -360,17 +362,6 @@ async def _send_until_acked(topic: Any, key: bytes, value: bytes) -> None:
             logger.warning("chat.events not reachable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-def _write(table: Any, partition: int, key: str, value: Any) -> None:
-    """Set `table[key]`, its changelog record going to `partition` (Faust's own rule, made explicit)."""
-    table.data[key] = value
-    table.send_changelog(partition, key, value)
-
-
-def _delete(table: Any, partition: int, key: str) -> None:
-    if table.data.pop(key, None) is not None:
-        table.send_changelog(partition, key, None, value_serializer="raw")
 
 
 def _millis_of(value: Any) -> int:
@@ -420,7 +411,7 @@ def _status_agent(connector: Any) -> Any:
             if after != before:
                 # Through the appender, like the command agent's writes of the same entries, so the
                 # changelog keeps the order of both (Faust's flush before a commit covers it).
-                await connector.appender.put(connector.conversations, ref, after.to_dict(), event)
+                await connector.appender.put(connector.conversations, ref, after.to_dict(), event.message.partition)
                 STATUS_UPDATES.inc()
 
     return statuses
