@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.client import CommandPublisher  # noqa: E402
-from connector.config import load_settings  # noqa: E402
 from connector.status import Conversation, Status  # noqa: E402
 from connector.topics import create_topics  # noqa: E402
+from tests.conftest import free_port, isolated_env, settings_of  # noqa: E402
 
 
 def main() -> None:
@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sink_port = _serve_sink()
-    sandbox_port = _free_port()
+    sandbox_port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="bench-commands-"))
     sandbox = subprocess.Popen(
         [sys.executable, "-m", "connector.sandbox", "--port", str(sandbox_port), "--latency-ms", str(args.latency_ms),
@@ -106,7 +106,7 @@ def main() -> None:
 
 def _run_worker(args: argparse.Namespace, sandbox_url: str, channel: str, admin: httpx.Client, workdir: Path) -> dict[str, Any]:
     env = _env(workdir, "run", sandbox_url, channel, args)
-    settings = _settings(env)
+    settings = settings_of(env)
     create_topics(settings)
     admin.delete("/_sandbox/requests")
     refs = [f"bench-{i}" for i in range(args.refs)]
@@ -295,7 +295,7 @@ async def _plain_client(args: argparse.Namespace, sandbox_url: str, channel: str
 def _rss(args: argparse.Namespace, workdir: Path, sandbox_url: str, channel: str) -> dict[str, Any]:
     """Write `--rss` conversations to the changelog as the worker stores them, start a worker, measure RSS."""
     env = _env(workdir, "rss", sandbox_url, channel, args)
-    settings = _settings(env)
+    settings = settings_of(env)
     create_topics(settings)
     producer = KafkaProducer(**settings.kafka_python_config(), acks=1, linger_ms=20, batch_size=256 * 1024)
     topic = f"{settings.app_id}-conversations-changelog"
@@ -344,19 +344,8 @@ def _delete_webhooks(admin: httpx.Client, info: dict[str, Any]) -> None:
 
 
 def _env(workdir: Path, name: str, sandbox_url: str, channel: str, args: argparse.Namespace) -> dict[str, str]:
-    prefix = f"b{uuid.uuid4().hex[:8]}"
     return {
-        "CONNECTOR_APP_ID": f"{prefix}-connector",
-        "CONNECTOR_DATA_DIR": str(workdir / name),
-        "CONNECTOR_KAFKA_PARTITIONS": "8",
-        "CONNECTOR_TOPIC_COMMANDS": f"{prefix}.chat.commands",
-        "CONNECTOR_TOPIC_COMMAND_RESULTS": f"{prefix}.chat.command-results",
-        "CONNECTOR_TOPIC_COMMANDS_DLQ": f"{prefix}.chat.commands.dlq",
-        "CONNECTOR_TOPIC_EVENTS": f"{prefix}.chat.events",
-        "CONNECTOR_TOPIC_TRANSCRIPTS": f"{prefix}.chat.transcripts",
-        "CONNECTOR_TOPIC_WEBHOOKS_RAW": f"{prefix}.chat.webhooks.raw",
-        "CONNECTOR_WEB_HOST": "127.0.0.1",
-        "CONNECTOR_WEB_PORT": str(_free_port()),
+        **isolated_env(f"b{uuid.uuid4().hex[:8]}", workdir / name, partitions=8),
         "CONNECTOR_PLATFORM_GENERATION": args.generation,
         "CONNECTOR_PLATFORM_BASE_URL": sandbox_url,
         "CONNECTOR_PLATFORM_TENANT_ID": "sandbox-tenant",
@@ -368,16 +357,6 @@ def _env(workdir: Path, name: str, sandbox_url: str, channel: str, args: argpars
         "CONNECTOR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "CONNECTOR_EVENT_LOOP": args.loop,
     }
-
-
-def _settings(env: dict[str, str]) -> Any:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return load_settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _ready(env: dict[str, str]) -> bool:
@@ -413,15 +392,9 @@ def _rss_of(pid: int) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve_sink() -> int:
     """A webhook receiver answering 200 to everything, on its own thread."""
-    port = _free_port()
+    port = free_port()
 
     async def ok(request: web.Request) -> web.Response:
         await request.read()

@@ -31,12 +31,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connector.config import load_settings  # noqa: E402
 from connector.topics import create_topics  # noqa: E402
 from connector.sandbox.config import SandboxConfig  # noqa: E402
 from connector.sandbox.server import start_sandbox  # noqa: E402
 from connector.sandbox.signing import sign  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.conftest import free_port, isolated_env, settings_of  # noqa: E402
 from tests.ingress.conftest import Avro, publish_mapping  # noqa: E402
 
 BENCH_CONVERSATIONS = 64
@@ -94,7 +93,7 @@ def main() -> None:
     sandbox = asyncio.run_coroutine_threadsafe(start_sandbox(SandboxConfig(port=0, agents=0)), loop).result(30).sandbox
 
     env = _worker_env(sandbox)
-    settings = load_settings(**{k.removeprefix("CONNECTOR_").lower(): v for k, v in env.items()})
+    settings = settings_of(env)
     create_topics(settings)
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
     lua = workdir / "ingress.lua"
@@ -142,23 +141,8 @@ def main() -> None:
 
 
 def _worker_env(sandbox: Any) -> dict[str, str]:
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
     return {
-        "CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": os.environ.get("CONNECTOR_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-        "CONNECTOR_SCHEMA_REGISTRY_URL": os.environ.get(
-            "CONNECTOR_SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"
-        ),
-        "CONNECTOR_KAFKA_PARTITIONS": "4",
-        "CONNECTOR_APP_ID": f"{prefix}-connector",
-        "CONNECTOR_DATA_DIR": tempfile.mkdtemp(prefix="bench-data-"),
-        "CONNECTOR_TOPIC_COMMANDS": f"{prefix}.chat.commands",
-        "CONNECTOR_TOPIC_COMMAND_RESULTS": f"{prefix}.chat.command-results",
-        "CONNECTOR_TOPIC_COMMANDS_DLQ": f"{prefix}.chat.commands.dlq",
-        "CONNECTOR_TOPIC_EVENTS": f"{prefix}.chat.events",
-        "CONNECTOR_TOPIC_TRANSCRIPTS": f"{prefix}.chat.transcripts",
-        "CONNECTOR_TOPIC_WEBHOOKS_RAW": f"{prefix}.chat.webhooks.raw",
-        "CONNECTOR_WEB_HOST": "127.0.0.1",
-        "CONNECTOR_WEB_PORT": str(free_port()),
+        **isolated_env(f"bench{uuid.uuid4().hex[:8]}", tempfile.mkdtemp(prefix="bench-data-")),
         "CONNECTOR_PLATFORM_BASE_URL": sandbox.url,
         "CONNECTOR_PLATFORM_TENANT_ID": sandbox.config.tenant,
         "CONNECTOR_LOG_LEVEL": "WARNING",

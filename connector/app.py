@@ -40,11 +40,10 @@ class Connector:
     settings: Settings
     app: faust.App
     codec: AvroCodec
+    # The topics agents read (and chat.events, which the event agent sends to and waits on); the
+    # command agent's outputs go through `appender` by topic name.
     commands: faust.TopicT
-    command_results: faust.TopicT
-    commands_dlq: faust.TopicT
     events: faust.TopicT
-    transcripts: faust.TopicT
     webhooks_raw: faust.TopicT
     # conversations[ref] -> Conversation.to_dict(); co-partitioned with commands and events (key: ref).
     conversations: faust.Table
@@ -88,10 +87,7 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         app=app,
         codec=AvroCodec(settings),
         commands=_topic(app, settings.topic_commands),
-        command_results=_topic(app, settings.topic_command_results),
-        commands_dlq=_topic(app, settings.topic_commands_dlq),
         events=_topic(app, settings.topic_events),
-        transcripts=_topic(app, settings.topic_transcripts),
         webhooks_raw=_topic(app, settings.topic_webhooks_raw),
         conversations=table(app, CONVERSATIONS_TABLE, settings),
         refs=table(app, REFS_TABLE, settings),

@@ -49,22 +49,7 @@ def unique() -> str:
 @pytest.fixture
 def settings_env(kafka: str, registry: str, unique: str, tmp_path: Path) -> dict[str, str]:
     """CONNECTOR_* variables of a connector with its own topics, group and state, for this test only."""
-    prefix = f"t{unique}"
-    return {
-        "CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": kafka,
-        "CONNECTOR_SCHEMA_REGISTRY_URL": registry,
-        "CONNECTOR_KAFKA_PARTITIONS": "4",
-        "CONNECTOR_APP_ID": f"{prefix}-connector",
-        "CONNECTOR_DATA_DIR": str(tmp_path / "data"),
-        "CONNECTOR_TOPIC_COMMANDS": f"{prefix}.chat.commands",
-        "CONNECTOR_TOPIC_COMMAND_RESULTS": f"{prefix}.chat.command-results",
-        "CONNECTOR_TOPIC_COMMANDS_DLQ": f"{prefix}.chat.commands.dlq",
-        "CONNECTOR_TOPIC_EVENTS": f"{prefix}.chat.events",
-        "CONNECTOR_TOPIC_TRANSCRIPTS": f"{prefix}.chat.transcripts",
-        "CONNECTOR_TOPIC_WEBHOOKS_RAW": f"{prefix}.chat.webhooks.raw",
-        "CONNECTOR_WEB_PORT": str(free_port()),
-        "CONNECTOR_WEB_HOST": "127.0.0.1",
-    }
+    return isolated_env(f"t{unique}", tmp_path / "data")
 
 
 @pytest.fixture
@@ -114,6 +99,31 @@ def wait_until_ready(base_url: str, process: subprocess.Popen, timeout: float, l
         time.sleep(0.3)
     tail = Path(log_path).read_text(errors="replace")[-4000:]
     pytest.fail(f"worker at {base_url} not ready in {timeout}s (exit {process.poll()}):\n{tail}")
+
+
+def isolated_env(prefix: str, data_dir: Path | str, *, partitions: int = 4) -> dict[str, str]:
+    """CONNECTOR_* variables of a connector on the local stack with its own app id (consumer group),
+    topics (`<prefix>.chat.*`), state directory and web port: tests and benchmarks never share them."""
+    return {
+        "CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
+        "CONNECTOR_SCHEMA_REGISTRY_URL": REGISTRY,
+        "CONNECTOR_KAFKA_PARTITIONS": str(partitions),
+        "CONNECTOR_APP_ID": f"{prefix}-connector",
+        "CONNECTOR_DATA_DIR": str(data_dir),
+        "CONNECTOR_TOPIC_COMMANDS": f"{prefix}.chat.commands",
+        "CONNECTOR_TOPIC_COMMAND_RESULTS": f"{prefix}.chat.command-results",
+        "CONNECTOR_TOPIC_COMMANDS_DLQ": f"{prefix}.chat.commands.dlq",
+        "CONNECTOR_TOPIC_EVENTS": f"{prefix}.chat.events",
+        "CONNECTOR_TOPIC_TRANSCRIPTS": f"{prefix}.chat.transcripts",
+        "CONNECTOR_TOPIC_WEBHOOKS_RAW": f"{prefix}.chat.webhooks.raw",
+        "CONNECTOR_WEB_HOST": "127.0.0.1",
+        "CONNECTOR_WEB_PORT": str(free_port()),
+    }
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The Settings that the CONNECTOR_* variables `env` give, without touching this process's environment."""
+    return load_settings(**{k.removeprefix("CONNECTOR_").lower(): v for k, v in env.items() if k.startswith("CONNECTOR_")})
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -21,7 +20,7 @@ from prometheus_client import Gauge, Histogram
 from connector.eightbyeight.base import PlatformError
 from connector.eightbyeight.transport import Reply, Sender
 
-__all__ = ["IN_FLIGHT", "REQUEST_SECONDS", "ApiClient", "error_message", "parse_retry_after", "status_error"]
+__all__ = ["IN_FLIGHT", "REQUEST_SECONDS", "ApiClient", "parse_retry_after"]
 
 REQUEST_SECONDS = Histogram(
     "connector_8x8_request_seconds",
@@ -104,7 +103,7 @@ class ApiClient:
             self._observe(operation, status, time.perf_counter() - started)
         if response.is_success:
             return response
-        raise status_error(operation, response)
+        raise _status_error(operation, response)
 
     def _observe(self, operation: str, status: str, seconds: float) -> None:
         child = self._seconds.get((operation, status))
@@ -113,10 +112,26 @@ class ApiClient:
         child.observe(seconds)
 
 
-def status_error(operation: str, response: Reply) -> PlatformError:
+def parse_retry_after(response: Reply) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_error(operation: str, response: Reply) -> PlatformError:
     """The PlatformError for a non-2xx answer: 429 and 5xx may be retried, other 4xx are final."""
     code = response.status_code
-    message = error_message(response)
+    message = _error_message(response)
     if code == 429:
         return PlatformError(
             operation, message, http_status=code, retryable=True, retry_after=parse_retry_after(response)
@@ -126,10 +141,10 @@ def status_error(operation: str, response: Reply) -> PlatformError:
     return PlatformError(operation, message, http_status=code)
 
 
-def error_message(response: Reply) -> str:
+def _error_message(response: Reply) -> str:
     """8x8's own words for an error (`message`, `errors[].message`, `fault.faultstring`), else the reason."""
     try:
-        body = json.loads(response.content)
+        body = response.json()
     except ValueError:
         body = None
     parts: list[str] = []
@@ -147,19 +162,3 @@ def error_message(response: Reply) -> str:
             parts.append(fault["faultstring"])
     text = "; ".join(parts) or f"HTTP {response.status_code} {response.reason_phrase}".strip()
     return text[:_MAX_MESSAGE]
-
-
-def parse_retry_after(response: Reply) -> float | None:
-    """Seconds from a `Retry-After` header (delta-seconds or HTTP date), or None."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

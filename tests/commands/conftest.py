@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,10 +16,9 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from connector.client import CommandPublisher
-from connector.config import load_settings
 from connector.schemas import AvroCodec
 from connector.topics import create_topics
-from tests.conftest import free_port
+from tests.conftest import free_port, settings_of
 
 GENERATIONS = ("chat-api-v2", "chat-gateway-v1")
 
@@ -120,17 +118,6 @@ def connector_env(settings_env: dict[str, str], worker_port: int) -> Callable[..
         return values
 
     return env
-
-
-def settings_of(env: dict[str, str]):
-    """The Settings that `env` gives (read without touching this process's environment for good)."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return load_settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture

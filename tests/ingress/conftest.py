@@ -21,11 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from schema_registry.client.schema import AvroSchema
 
-from connector.config import Settings, load_settings
+from connector.config import Settings
 from connector.sandbox.config import SandboxConfig
 from connector.sandbox.server import RunningSandbox, start_sandbox
 from connector.schemas import load_schema, subjects, sync_registry
 from connector.topics import create_topics
+from tests.conftest import settings_of
 from tests.unit.test_signature import b64url
 
 
@@ -64,8 +65,7 @@ class SandboxThread:
 @pytest.fixture
 def ingress_env(settings_env: dict[str, str]) -> dict[str, str]:
     """The test's connector variables, its topics created, verification pointed at the sandbox below."""
-    settings = load_settings(**{k.removeprefix("CONNECTOR_").lower(): v for k, v in settings_env.items()})
-    create_topics(settings)
+    create_topics(settings_of(settings_env))
     return dict(settings_env)
 
 
@@ -88,10 +88,6 @@ def sandbox(ingress_env: dict[str, str]) -> Iterator[SandboxThread]:
     )
     yield thread
     thread.stop()
-
-
-def settings_of(env: dict[str, str]) -> Settings:
-    return load_settings(**{k.removeprefix("CONNECTOR_").lower(): v for k, v in env.items() if k.startswith("CONNECTOR_")})
 
 
 # --- signing -------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
+from tests.conftest import free_port
 from tests.sandbox.signatures import verify
 from tests.sandbox.support import Receiver, v2_client
 
@@ -78,9 +78,3 @@ async def test_an_unreachable_webhook_is_retried_until_it_answers(start, client_
         assert queued.headers["x-8x8-event-id"] == log[0]["eventId"] and int(queued.headers["x-8x8-retry"]) >= len(log)
     finally:
         await receiver.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
