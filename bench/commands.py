@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from connector.client import CommandPublisher  # noqa: E402
 from connector.status import Conversation, Status  # noqa: E402
 from connector.topics import create_topics  # noqa: E402
-from tests.conftest import free_port, isolated_env, settings_of  # noqa: E402
+from tests.conftest import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
 
 
 def main() -> None:
@@ -78,20 +78,22 @@ def main() -> None:
     channel = info[args.generation]["channels"][0]
     _delete_webhooks(admin, info)
     clients = args.ceilings.split(",")
+    envs = {name: _env(workdir, name, sandbox_url, channel, args) for name in ("run", "rss")}
     try:
         report: dict[str, Any] = {"args": vars(args)}
         if "aiohttp" in clients:
             report["ceiling_aiohttp_before"] = _ceiling(args, admin, sandbox_url, channel, "aiohttp", "before")
-        report["worker"] = _run_worker(args, sandbox_url, channel, admin, workdir)
+        report["worker"] = _run_worker(args, envs["run"], admin, workdir)
         print(json.dumps(report["worker"]), file=sys.stderr)
         if "aiohttp" in clients:
             report["ceiling_aiohttp_after"] = _ceiling(args, admin, sandbox_url, channel, "aiohttp", "after")
         if "httpx" in clients:
             report["ceiling_httpx"] = _ceiling(args, admin, sandbox_url, channel, "httpx", "httpx")
         if args.rss:
-            report["rss"] = _rss(args, workdir, sandbox_url, channel)
+            report["rss"] = _rss(args, envs["rss"], workdir)
     finally:
         sandbox.kill()
+        drop_topics(envs.values())
     rate = report["worker"]["requests_per_s"]
     if "aiohttp" in clients:
         ceiling = (report["ceiling_aiohttp_before"]["requests_per_s"] + report["ceiling_aiohttp_after"]["requests_per_s"]) / 2
@@ -104,8 +106,7 @@ def main() -> None:
 # --- the worker run -----------------------------------------------------------------------------
 
 
-def _run_worker(args: argparse.Namespace, sandbox_url: str, channel: str, admin: httpx.Client, workdir: Path) -> dict[str, Any]:
-    env = _env(workdir, "run", sandbox_url, channel, args)
+def _run_worker(args: argparse.Namespace, env: dict[str, str], admin: httpx.Client, workdir: Path) -> dict[str, Any]:
     settings = settings_of(env)
     create_topics(settings)
     admin.delete("/_sandbox/requests")
@@ -292,9 +293,8 @@ async def _plain_client(args: argparse.Namespace, sandbox_url: str, channel: str
 # --- RSS with a big table ------------------------------------------------------------------------
 
 
-def _rss(args: argparse.Namespace, workdir: Path, sandbox_url: str, channel: str) -> dict[str, Any]:
+def _rss(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     """Write `--rss` conversations to the changelog as the worker stores them, start a worker, measure RSS."""
-    env = _env(workdir, "rss", sandbox_url, channel, args)
     settings = settings_of(env)
     create_topics(settings)
     producer = KafkaProducer(**settings.kafka_python_config(), acks=1, linger_ms=20, batch_size=256 * 1024)

@@ -35,7 +35,7 @@ from connector.topics import create_topics  # noqa: E402
 from connector.sandbox.config import SandboxConfig  # noqa: E402
 from connector.sandbox.server import start_sandbox  # noqa: E402
 from connector.sandbox.signing import sign  # noqa: E402
-from tests.conftest import free_port, isolated_env, settings_of  # noqa: E402
+from tests.conftest import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
 from tests.ingress.conftest import Avro, publish_mapping  # noqa: E402
 
 BENCH_CONVERSATIONS = 64
@@ -127,6 +127,7 @@ def main() -> None:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
+        drop_topics([env])
     results["setup"] = {
         "cores": os.cpu_count(),
         "wrk": f"-t{args.threads} -c{args.connections} -d{args.duration}s",

@@ -91,11 +91,17 @@ class Appender:
         return False
 
     async def reachable(self, timeout: float = 2.0) -> bool:
-        """Whether the brokers answer a metadata request now."""
+        """Whether the brokers answer a metadata request for chat.webhooks.raw now.
+
+        Only that topic is asked for: on a cluster with thousands of topics, the metadata of all of
+        them is megabytes to send and seconds of CPU to decode on every readiness probe.
+        """
         if self._producer is None:
             return False
+        client = self._producer.client
         try:
-            return bool(await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout))
+            client.add_topic(self._settings.topic_webhooks_raw)  # tracked from now on: no-op after the first call
+            return bool(await asyncio.wait_for(client.force_metadata_update(), timeout))
         except Exception:  # any failure means not reachable
             return False
 

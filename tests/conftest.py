@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from kafka.admin import KafkaAdminClient
 
 from connector.config import Settings, load_settings
 
@@ -46,10 +47,20 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@pytest.fixture(scope="session")
+def isolated_envs(kafka: str) -> Iterator[list[dict[str, str]]]:
+    """The isolated environments of this session; their topics are deleted at the end."""
+    envs: list[dict[str, str]] = []
+    yield envs
+    drop_topics(envs)
+
+
 @pytest.fixture
-def settings_env(kafka: str, registry: str, unique: str, tmp_path: Path) -> dict[str, str]:
+def settings_env(registry: str, unique: str, tmp_path: Path, isolated_envs: list[dict[str, str]]) -> dict[str, str]:
     """CONNECTOR_* variables of a connector with its own topics, group and state, for this test only."""
-    return isolated_env(f"t{unique}", tmp_path / "data")
+    env = isolated_env(f"t{unique}", tmp_path / "data")
+    isolated_envs.append(env)
+    return env
 
 
 @pytest.fixture
@@ -119,6 +130,26 @@ def isolated_env(prefix: str, data_dir: Path | str, *, partitions: int = 4) -> d
         "CONNECTOR_WEB_HOST": "127.0.0.1",
         "CONNECTOR_WEB_PORT": str(free_port()),
     }
+
+
+def drop_topics(envs: Iterable[dict[str, str]]) -> None:
+    """Delete the topics of isolated environments: their `chat.*` topics and Faust's `<app id>-*` ones.
+
+    A local broker that keeps them piles up thousands, and every client that asks for the metadata
+    of all topics (aiokafka's bootstrap, Faust's topic declarations) gets slower with each.
+    """
+    envs = list(envs)
+    named = {value for env in envs for name, value in env.items() if name.startswith("CONNECTOR_TOPIC_")}
+    faust_owned = tuple(f"{env['CONNECTOR_APP_ID']}-" for env in envs)
+    if not envs:
+        return
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=60_000)
+    try:
+        doomed = [topic for topic in admin.list_topics() if topic in named or topic.startswith(faust_owned)]
+        for at in range(0, len(doomed), 200):
+            admin.delete_topics(doomed[at : at + 200], timeout_ms=60_000)
+    finally:
+        admin.close()
 
 
 def settings_of(env: dict[str, str]) -> Settings:

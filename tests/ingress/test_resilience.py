@@ -7,9 +7,10 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.ingress.conftest import SandboxThread, chat_events, publish_mapping, settings_of, wait_for
+from tests.ingress.conftest import SandboxThread, chat_events, publish_mapping, settings_of, wait_for, worker_url
 
 pytestmark = pytest.mark.kafka
 
@@ -84,10 +85,12 @@ def test_kafka_stopped_mid_stream(ingress_env, sandbox, start_worker):
         subprocess.run(["bash", str(STACK), "kafka-stop"], check=True, capture_output=True, timeout=60)
         try:
             wait_for(lambda: any(d["status"] == 503 for d in sandbox.deliveries()), timeout=30)
+            ready = httpx.get(f"{worker_url(env)}/readyz", timeout=10)
+            assert ready.status_code == 503 and ready.json()["checks"]["kafka"] is False, ready.text
             time.sleep(2)
         finally:
             subprocess.run(["bash", str(STACK), "kafka-start"], check=True, capture_output=True, timeout=180)
-        time.sleep(2)
+        wait_for(lambda: httpx.get(f"{worker_url(env)}/readyz", timeout=10).json()["checks"]["kafka"], timeout=60)
     finally:
         stream.stop()
     check_all_there_once(env, stream, sandbox)
