@@ -12,7 +12,10 @@
 5. The ceilings: plain clients, same concurrency, same request mix and order per ref, same sandbox,
    same event loop as the worker: httpx (the issue's definition) and aiohttp (the library the
    worker sends through, the faster of the two here), the latter both before and after the worker.
-6. RSS of a worker whose table holds `--rss` conversations (written to the changelog directly).
+6. The libraries' floor (bench/faust_floor.py): a Faust agent consuming the same commands and
+   producing two records for each, nothing else. With the aiohttp ceiling's CPU per request it
+   gives what the worker's CPU per command is made of (`cpu_us_per_command_breakdown`).
+7. RSS of a worker whose table holds `--rss` conversations (written to the changelog directly).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import httpx
 import uvloop
 from aiohttp import web
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -57,6 +61,8 @@ def main() -> None:
     parser.add_argument("--generation", default="chat-api-v2")
     parser.add_argument("--transcripts", action="store_true", help="read a transcript back at every end")
     parser.add_argument("--rss", type=int, default=100_000, help="conversations in the table for the RSS check (0: skip)")
+    parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run bench/faust_floor.py: Faust consuming the same commands and producing two records each")
     parser.add_argument("--ceilings", default="aiohttp,httpx", help="which plain clients to measure: aiohttp, httpx")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default=os.environ.get("CONNECTOR_EVENT_LOOP", "uvloop"),
                         help="event loop of the worker and the ceilings")
@@ -85,6 +91,8 @@ def main() -> None:
             report["ceiling_aiohttp_before"] = _ceiling(args, admin, sandbox_url, channel, "aiohttp", "before")
         report["worker"] = _run_worker(args, envs["run"], admin, workdir)
         print(json.dumps(report["worker"]), file=sys.stderr)
+        if args.floor:
+            report["faust_floor"] = _faust_floor(envs["run"], report["worker"]["commands"], workdir)
         if "aiohttp" in clients:
             report["ceiling_aiohttp_after"] = _ceiling(args, admin, sandbox_url, channel, "aiohttp", "after")
         if "httpx" in clients:
@@ -100,7 +108,33 @@ def main() -> None:
         report["share_of_ceiling_aiohttp"] = round(rate / ceiling, 3)
     if "httpx" in clients:
         report["share_of_ceiling_httpx"] = round(rate / report["ceiling_httpx"]["requests_per_s"], 3)
+    if args.floor:
+        floor = report["faust_floor"]
+        http = [report[name]["cpu_us_per_request"] for name in ("ceiling_aiohttp_before", "ceiling_aiohttp_after") if name in report]
+        report["cpu_us_per_command_breakdown"] = {
+            "worker": report["worker"]["cpu_us_per_command"],
+            "faust_consume_and_2_produces": floor["cpu_us_per_message"],
+            "plain_aiohttp_request": round(sum(http) / len(http)) if http else None,
+        }
     print(json.dumps(report, indent=2))
+
+
+def _faust_floor(env: dict[str, str], count: int, workdir: Path) -> dict[str, Any]:
+    """bench/faust_floor.py over the commands the worker ran: consume, ack, two records produced each."""
+    settings = settings_of(env)
+    app_id = f"{settings.app_id}-floor"
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    admin.create_topics([NewTopic(f"{app_id}-out", settings.kafka_partitions, 1)])
+    admin.close()
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "faust_floor.py"), "--bootstrap", settings.kafka_bootstrap_servers,
+         "--topic", settings.topic_commands, "--count", str(count), "--app-id", app_id, "--data-dir", str(workdir / "floor")],
+        capture_output=True, text=True, timeout=600,
+    )
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise SystemExit(f"faust_floor failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+    return json.loads(lines[-1])
 
 
 # --- the worker run -----------------------------------------------------------------------------
