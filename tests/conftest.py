@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from connector.config import Settings, load_settings
 
@@ -143,11 +145,17 @@ def drop_topics(envs: Iterable[dict[str, str]]) -> None:
     faust_owned = tuple(f"{env['CONNECTOR_APP_ID']}-" for env in envs)
     if not envs:
         return
-    admin = KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=60_000)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=60_000)
+    except KafkaError as exc:  # clean-up only: a broker that is gone must not fail the run
+        warnings.warn(f"the topics of {len(envs)} isolated environments were not deleted: {exc!r}", stacklevel=2)
+        return
     try:
         doomed = [topic for topic in admin.list_topics() if topic in named or topic.startswith(faust_owned)]
         for at in range(0, len(doomed), 200):
             admin.delete_topics(doomed[at : at + 200], timeout_ms=60_000)
+    except KafkaError as exc:
+        warnings.warn(f"the topics of {len(envs)} isolated environments were not all deleted: {exc!r}", stacklevel=2)
     finally:
         admin.close()
 
