@@ -49,20 +49,13 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture(scope="session")
-def isolated_envs(kafka: str) -> Iterator[list[dict[str, str]]]:
-    """The isolated environments of this session; their topics are deleted at the end."""
-    envs: list[dict[str, str]] = []
-    yield envs
-    drop_topics(envs)
-
-
 @pytest.fixture
-def settings_env(registry: str, unique: str, tmp_path: Path, isolated_envs: list[dict[str, str]]) -> dict[str, str]:
-    """CONNECTOR_* variables of a connector with its own topics, group and state, for this test only."""
+def settings_env(kafka: str, registry: str, unique: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """CONNECTOR_* variables of a connector with its own topics, group and state, for this test only;
+    its topics are deleted after the test (its workers are stopped by then)."""
     env = isolated_env(f"t{unique}", tmp_path / "data")
-    isolated_envs.append(env)
-    return env
+    yield env
+    drop_topics([env])
 
 
 @pytest.fixture
