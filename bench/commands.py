@@ -41,14 +41,13 @@ import httpx
 import uvloop
 from aiohttp import web
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.client import CommandPublisher  # noqa: E402
 from connector.status import Conversation, Status  # noqa: E402
-from connector.topics import create_topics  # noqa: E402
+from connector.topics import TopicSpec, create_topics  # noqa: E402
 from tests.conftest import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
 
 
@@ -123,9 +122,7 @@ def _faust_floor(env: dict[str, str], count: int, workdir: Path) -> dict[str, An
     """bench/faust_floor.py over the commands the worker ran: consume, ack, two records produced each."""
     settings = settings_of(env)
     app_id = f"{settings.app_id}-floor"
-    admin = KafkaAdminClient(**settings.kafka_python_config())
-    admin.create_topics([NewTopic(f"{app_id}-out", settings.kafka_partitions, 1)])
-    admin.close()
+    create_topics(settings, [TopicSpec(f"{app_id}-out", settings.kafka_partitions, settings.kafka_replication_factor, {})])
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "faust_floor.py"), "--bootstrap", settings.kafka_bootstrap_servers,
          "--topic", settings.topic_commands, "--count", str(count), "--app-id", app_id, "--data-dir", str(workdir / "floor")],

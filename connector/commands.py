@@ -394,11 +394,7 @@ class CommandProcessor:
         record = transcripts.record(
             job.command.ref, conversation_id, self.platform.generation, reason, job.command.command_id, attempted.value, _now()
         )
-        await self.connector.appender.append(
-            self.connector.settings.topic_transcripts,
-            job.command.ref.encode(),
-            self.connector.codec.encode("ConversationTranscript", record),
-        )
+        await self._emit(self.connector.settings.topic_transcripts, job.command.ref.encode(), "ConversationTranscript", record)
         return None
 
     async def _refuse(self, job: _Job, code: str, reason: str) -> None:
@@ -431,11 +427,7 @@ class CommandProcessor:
 
     async def _publish_result(self, result: dict[str, Any], *, duplicate: bool) -> None:
         result = {**result, "duplicate": duplicate}
-        await self.connector.appender.append(
-            self.connector.settings.topic_command_results,
-            result["conversation_ref"].encode(),
-            self.connector.codec.encode("CommandResult", result),
-        )
+        await self._emit(self.connector.settings.topic_command_results, result["conversation_ref"].encode(), "CommandResult", result)
         RESULTS.labels(result["command_type"], result["status"], str(duplicate).lower()).inc()
 
     async def _publish_mapping(self, conversation_id: str, ref: str) -> None:
@@ -448,11 +440,7 @@ class CommandProcessor:
             "received_at": _now(),
             "conversation_ref": ref,
         }
-        await self.connector.appender.append(
-            self.connector.settings.topic_webhooks_raw,
-            conversation_id.encode(),
-            self.connector.codec.encode("RawWebhook", mapping),
-        )
+        await self._emit(self.connector.settings.topic_webhooks_raw, conversation_id.encode(), "RawWebhook", mapping)
 
     async def _reject_record(self, event: faust.EventT, ref: str, command_id: str, code: str, exc: Exception) -> None:
         """A record that is not a usable command: FAILED result (key: its key) and the DLQ."""
@@ -467,13 +455,13 @@ class CommandProcessor:
             "duplicate": False,
             "processed_at": _now(),
         }
-        await self.connector.appender.append(
-            self.connector.settings.topic_command_results,
-            event.message.key,
-            self.connector.codec.encode("CommandResult", result),
-        )
+        await self._emit(self.connector.settings.topic_command_results, event.message.key, "CommandResult", result)
         RESULTS.labels("UNKNOWN", "FAILED", "false").inc()
         await self._dead_letter(event, event.message.key, code, type(exc).__name__, str(exc))
+
+    async def _emit(self, topic: str, key: bytes | None, schema: str, record: dict[str, Any]) -> None:
+        """Append `record`, Avro-encoded under our registered `schema`, to `topic`."""
+        await self.connector.appender.append(topic, key, self.connector.codec.encode(schema, record))
 
     async def _dead_letter(self, event: faust.EventT, key: bytes | None, code: str, error_class: str, text: str) -> None:
         message = event.message

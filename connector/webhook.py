@@ -25,7 +25,7 @@ from connector.config import Settings
 from connector.events import event_id_of, event_key
 from connector.signature import HEADERS, JwkCache, SignatureError, Verifier, jwk_url
 
-__all__ = ["PATH", "Appender", "install"]
+__all__ = ["PATH", "WebhookProducer", "install"]
 
 PATH = "/webhooks/8x8"
 
@@ -41,7 +41,7 @@ LATENCY = Histogram(
 VERIFYING = Gauge("connector_webhook_verification_enabled", "1 when webhook signatures are verified.")
 
 
-class Appender:
+class WebhookProducer:
     """The edge's own idempotent producer (acks=all) to chat.webhooks.raw.
 
     After a broker outage aiokafka's idempotent producer can be left with sequence numbers the
@@ -138,7 +138,7 @@ def settings_for_aiokafka(settings: Settings) -> dict[str, Any]:
 def install(connector: Any) -> None:
     """Add the webhook view and the edge's producer to the app; expose readiness checks."""
     settings: Settings = connector.settings
-    appender = Appender(settings, settings.webhook_append_timeout_s)
+    producer = WebhookProducer(settings, settings.webhook_append_timeout_s)
     verifier: Verifier | None = None
     keys: JwkCache | None = None
     if settings.webhook_verify_signatures:
@@ -159,22 +159,22 @@ def install(connector: Any) -> None:
         )
 
     @connector.app.service
-    class _AppenderService(Service):
+    class _ProducerService(Service):
         """Starts and stops the edge's producer with the app."""
 
         async def on_start(self) -> None:
             await connector.codec.start()
-            await appender.start()
+            await producer.start()
 
         async def on_stop(self) -> None:
-            await appender.stop()
+            await producer.stop()
 
     checks = connector.extras.setdefault("readiness", {})
-    checks["kafka"] = appender.reachable
+    checks["kafka"] = producer.reachable
     if keys is not None:
         checks["jwk"] = _jwk_ready(keys)
 
-    edge = _Edge(connector, appender, verifier, settings.webhook_max_body_bytes)
+    edge = _Edge(connector, producer, verifier, settings.webhook_max_body_bytes)
 
     @connector.app.page(PATH)
     class WebhookView(View):
@@ -183,9 +183,9 @@ def install(connector: Any) -> None:
 
 
 class _Edge:
-    def __init__(self, connector: Any, appender: Appender, verifier: Verifier | None, max_body: int) -> None:
+    def __init__(self, connector: Any, producer: WebhookProducer, verifier: Verifier | None, max_body: int) -> None:
         self._connector = connector
-        self._appender = appender
+        self._producer = producer
         self._verifier = verifier
         self._max_body = max_body
         self._generation = connector.settings.platform_generation.value
@@ -239,7 +239,7 @@ class _Edge:
                 "conversation_ref": None,
             },
         )
-        if not await self._appender.append(event_key(body, event_id).encode(), value):
+        if not await self._producer.append(event_key(body, event_id).encode(), value):
             return 503, "Kafka did not acknowledge in time; retry", "unavailable"
         return 204, "", "accepted"
 

@@ -134,10 +134,10 @@ def drop_topics(envs: Iterable[dict[str, str]]) -> None:
     of all topics (aiokafka's bootstrap, Faust's topic declarations) gets slower with each.
     """
     envs = list(envs)
-    named = {value for env in envs for name, value in env.items() if name.startswith("CONNECTOR_TOPIC_")}
-    faust_owned = tuple(f"{env['CONNECTOR_APP_ID']}-" for env in envs)
     if not envs:
         return
+    named = {value for env in envs for name, value in env.items() if name.startswith("CONNECTOR_TOPIC_")}
+    faust_owned = tuple(f"{env['CONNECTOR_APP_ID']}-" for env in envs)
     try:
         admin = KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=60_000)
     except KafkaError as exc:  # clean-up only: a broker that is gone must not fail the run

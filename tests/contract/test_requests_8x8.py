@@ -19,6 +19,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from connector.config import Generation, load_settings
 from connector.eightbyeight import NewConversation, open_platform
+from tests.conftest import free_port
 from tests.contract.openapi_contract import load_gateway_spec, load_v2_spec
 
 REF = "order-42"
@@ -105,9 +106,9 @@ async def _exercise(generation: Generation, assignment: tuple[str, str] | None, 
         server.router.add_route("*", "/{path:.*}", on_wire)
         runner = web.AppRunner(server, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base_url = "http://127.0.0.1:{}".format(site._server.sockets[0].getsockname()[1])
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        base_url = f"http://127.0.0.1:{port}"
     settings = load_settings(
         platform_generation=generation,
         platform_base_url=base_url,
