@@ -39,7 +39,7 @@ class ApiClient:
     and returns the 2xx answer; any other outcome raises PlatformError."""
 
     def __init__(self, sender: Sender, max_in_flight: int, *, timeout_s: float = 10.0) -> None:
-        self.sender = sender
+        self._sender = sender
         self._slots = asyncio.Semaphore(max_in_flight)
         self._timeout = timeout_s
         self._seconds: dict[tuple[str, str], Any] = {}
@@ -73,14 +73,14 @@ class ApiClient:
             return await self._send(operation, method, url, merged, body)
 
     async def aclose(self) -> None:
-        await self.sender.aclose()
+        await self._sender.aclose()
 
     async def _send(self, operation: str, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Reply:
         IN_FLIGHT.inc()
         started = time.perf_counter()
         status = "error"
         try:
-            response = await self.sender.send(method, url, headers, body, self._timeout)
+            response = await self._sender.send(method, url, headers, body, self._timeout)
             status = str(response.status_code)
         except httpx.TimeoutException as exc:
             status = "timeout"
