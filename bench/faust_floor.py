@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import sys
 import time
 
 import faust
@@ -61,8 +61,10 @@ def main() -> None:
                 os.write(1, f"{json.dumps(figures)}\n".encode())  # the Faust worker redirects sys.stdout to its log
                 os._exit(0)
 
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn"]
-    app.main()
+    # As connector/runtime.py runs the worker: root logger at WARNING (`app.main()` would leave it at
+    # DEBUG, and aiokafka would then build a log record for every record it sends).
+    logging.basicConfig(level=logging.WARNING)
+    faust.Worker(app, loglevel="WARNING", logging_config=None, override_logging=False).execute_from_commandline()
 
 
 if __name__ == "__main__":
