@@ -56,8 +56,7 @@ class WebhookProducer:
         self._replacing: asyncio.Lock = asyncio.Lock()
 
     async def start(self) -> None:
-        self._producer = self._new_producer()
-        await self._producer.start()
+        self._producer = await self._started_producer()
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -98,10 +97,8 @@ class WebhookProducer:
         """
         if self._producer is None:
             return False
-        client = self._producer.client
         try:
-            client.add_topic(self._settings.topic_webhooks_raw)  # tracked from now on: no-op after the first call
-            return bool(await asyncio.wait_for(client.force_metadata_update(), timeout))
+            return bool(await asyncio.wait_for(self._producer.client.force_metadata_update(), timeout))
         except Exception:  # any failure means not reachable
             return False
 
@@ -110,19 +107,21 @@ class WebhookProducer:
             if self._producer is not broken:
                 return  # another request replaced it already
             logger.warning("replacing the webhook producer (its idempotent sequence is out of step)")
-            fresh = self._new_producer()
-            await fresh.start()
-            self._producer = fresh
+            self._producer = await self._started_producer()
         asyncio.ensure_future(broken.stop())
 
-    def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
+    async def _started_producer(self) -> AIOKafkaProducer:
+        """A started producer whose metadata requests (readiness probes too) ask for chat.webhooks.raw only."""
+        producer = AIOKafkaProducer(
             **settings_for_aiokafka(self._settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=1,
             request_timeout_ms=max(int(self._timeout_s * 1000), 5000),
         )
+        await producer.start()
+        await producer.client.add_topic(self._settings.topic_webhooks_raw)
+        return producer
 
 
 _BROKEN_PRODUCER = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping, ProducerFenced)
