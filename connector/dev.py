@@ -107,6 +107,7 @@ def _banner(settings: Settings, sandbox_url: str, webhook_url: str, generation: 
             f"  Kafka            {settings.kafka_bootstrap_servers}",
             f"  Schema Registry  {settings.schema_registry_url}",
             f"  8x8 sandbox      {sandbox_url}  (admin: {sandbox_url}/_sandbox/info)",
+            f"  console          {sandbox_url}/  (watch conversations, play the agent, set faults)",
             f"  generation       {generation.value}, channel {channel_id}, tenant {SANDBOX_TENANT}",
             f"  worker           {worker}  (webhooks {webhook_url}, {worker}/healthz, /readyz, /metrics)",
             f"  topics           {', '.join(settings.topics().values())}",

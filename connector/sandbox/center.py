@@ -1,10 +1,15 @@
 """The simulated contact center: a shared pool of agents serving queued interactions.
 
 A new conversation opens an interaction that waits in its queue (first come, first served across
-queues) until an agent is free; the agent accepts after a delay, greets, answers each customer
-message, and after a number of exchanges leaves, or first transfers the interaction to another
-agent. A customer message after the agent left opens a new interaction on the same conversation.
-What agents decide (transfers, wording) depends only on the seed and the conversation id.
+queues) until an agent is free; a scripted agent accepts after a delay, greets, answers each
+customer message, and after a number of exchanges leaves, or first transfers the interaction to
+another agent. A customer message after the agent left opens a new interaction on the same
+conversation. What scripted agents decide (transfers, wording) depends only on the seed and the
+conversation id.
+
+Any agent can be taken over from the console: its script stops, and a person does what the script
+does (accept, type, write, transfer, leave) through the same methods, so 8x8's side of it, the
+webhooks, is the same.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from connector.sandbox.events import Notifier
 from connector.sandbox.state import Agent, Conversation, Interaction, Message, Participant, Store, now_ms
 
-__all__ = ["AgentBehaviour", "ContactCenter"]
+__all__ = ["AgentBehaviour", "ContactCenter", "Refused"]
 
 _NAMES = ["Ada", "Ben", "Chloe", "Dev", "Elif", "Femi", "Gus", "Hana", "Ivo", "June", "Kai", "Lena"]
 _REPLIES = [
@@ -39,6 +44,10 @@ class AgentBehaviour:
     transfer_probability: float = 0.0
 
 
+class Refused(Exception):
+    """An agent action that does not apply to the conversation or agent as they are now."""
+
+
 class ContactCenter:
     """Queues and agents; every change is told to the `notifier`."""
 
@@ -48,8 +57,9 @@ class ContactCenter:
         self._behaviour = behaviour
         self._seed = seed
         self.agents = [Agent(store.new_id("agent"), f"{_NAMES[i % len(_NAMES)]} {i + 1}") for i in range(agents)]
+        self._by_id = {agent.id: agent for agent in self.agents}
         self._waiting: collections.deque[tuple[Conversation, Interaction]] = collections.deque()
-        self._serving: dict[str, asyncio.Task[None]] = {}
+        self._scripts: dict[str, asyncio.Task[None]] = {}  # by agent id
 
     def conversation_created(self, conversation: Conversation, history: list[tuple[str, str]]) -> None:
         """Open the first interaction of a conversation just created, with the history it came with."""
@@ -101,17 +111,132 @@ class ContactCenter:
         self._dispatch()
 
     def reset(self) -> None:
-        """Stop serving everything and free every agent."""
-        for task in self._serving.values():
+        """Stop every script, free every agent and hand it back to its script."""
+        for task in self._scripts.values():
             task.cancel()
-        self._serving.clear()
+        self._scripts.clear()
         self._waiting.clear()
         for agent in self.agents:
-            agent.busy = False
+            agent.serving = None
+            agent.scripted = True
+
+    def queued(self) -> list[tuple[Conversation, Interaction]]:
+        """The interactions waiting for an agent, first in line first."""
+        return [(c, i) for c, i in self._waiting if not c.ended and c.interaction is i]
 
     def waiting(self) -> int:
         """How many interactions wait for an agent."""
-        return sum(1 for conversation, _ in self._waiting if not conversation.ended)
+        return len(self.queued())
+
+    # --- who plays an agent ------------------------------------------------------------------
+
+    def agent(self, agent_id: str) -> Agent | None:
+        return self._by_id.get(agent_id)
+
+    def take_over(self, agent: Agent) -> None:
+        """Stop the agent's script; an interaction it was still accepting goes back to the head of the line."""
+        if not agent.scripted:
+            return
+        agent.scripted = False
+        self._end_script(agent)
+        conversation = self._serving(agent)
+        if conversation is not None:
+            conversation.inbox = None
+            interaction = conversation.interaction
+            if conversation.state != "handling" and interaction is not None:
+                interaction.agent_ids.remove(agent.id)
+                self._release(conversation)
+                self._waiting.appendleft((conversation, interaction))
+        self._notify.changed(conversation)
+        self._dispatch()
+
+    def hand_back(self, agent: Agent) -> None:
+        """Let the script play the agent again; it carries on with the conversation the agent serves."""
+        if agent.scripted:
+            return
+        agent.scripted = True
+        conversation = self._serving(agent)
+        if conversation is not None and conversation.interaction is not None:
+            inbox = self._listen(conversation)
+            script = self._converse(conversation, conversation.interaction, agent, inbox, pending=_unanswered(conversation))
+            self._scripts[agent.id] = asyncio.get_running_loop().create_task(script)
+        self._notify.changed(conversation)
+        self._dispatch()
+
+    def serving(self, agent: Agent) -> Conversation | None:
+        """The conversation whose interaction the agent has joined, if any."""
+        conversation = self._serving(agent)
+        return conversation if conversation is not None and conversation.state == "handling" else None
+
+    # --- what an agent does: the scripts and the console both call these ---------------------
+
+    def accept(self, agent: Agent, conversation: Conversation) -> None:
+        """The agent takes the conversation's waiting interaction out of line and joins it at once."""
+        if agent.busy:
+            raise Refused(f"{agent.name} already serves a conversation.")
+        interaction = conversation.interaction
+        line = [n for n, (c, i) in enumerate(self._waiting) if c is conversation and i is interaction]
+        if conversation.ended or interaction is None or not line:
+            raise Refused(f"Conversation {conversation.id} is not waiting for an agent.")
+        del self._waiting[line[0]]
+        self._assign(conversation, interaction, agent)
+        self.join(conversation, agent)
+
+    def join(self, conversation: Conversation, agent: Agent) -> None:
+        """The agent assigned to the conversation joins its interaction."""
+        conversation.state = "handling"
+        conversation.participants[agent.id] = Participant(agent.id, "agent")
+        self._notify.agent_joined(conversation, agent)
+
+    def say(
+        self,
+        conversation: Conversation,
+        agent: Agent,
+        text: str,
+        *,
+        attachments: list[Any] | None = None,
+        cards: list[Any] | None = None,
+    ) -> Message:
+        """The agent writes a message (the gateway carries attachments and cards too)."""
+        interaction = conversation.interactions[-1]
+        message = Message(
+            self._store.new_id("message"), interaction.id, "agent", agent.id, text, now_ms(), attachments or [], cards or []
+        )
+        conversation.messages.append(message)
+        self._notify.agent_message(conversation, agent, message)
+        return message
+
+    def typing(self, conversation: Conversation, agent: Agent, typing: bool) -> None:
+        """The agent starts or stops typing."""
+        self._notify.typing(conversation, agent, typing)
+
+    def read(self, conversation: Conversation, agent: Agent) -> None:
+        """The agent has read everything so far."""
+        self._notify.read_receipt(conversation, agent, now_ms())
+
+    def transfer(self, conversation: Conversation, agent: Agent, queue_id: str | None = None) -> None:
+        """The agent hands the interaction over and leaves; it waits first in line, in `queue_id` if given."""
+        interaction = conversation.interactions[-1]
+        self._part(conversation, agent)
+        interaction.transferred = True
+        if queue_id:
+            interaction.queue_id = conversation.queue_id = queue_id
+        self._notify.transfer(conversation)
+        self._notify.agent_left(conversation, agent, idle=False)
+        self._waiting.appendleft((conversation, interaction))
+        conversation.state = "queued"
+        self._dispatch()
+
+    def leave(self, conversation: Conversation, agent: Agent) -> None:
+        """The agent ends the interaction: the conversation is idle until the customer writes again."""
+        interaction = conversation.interactions[-1]
+        self._part(conversation, agent)
+        interaction.end_ms = now_ms()
+        conversation.state = "idle"
+        self._notify.agent_left(conversation, agent, idle=True)
+        self._dispatch()
+
+    # --- the scripts ---------------------------------------------------------------------------
 
     def _enqueue(self, conversation: Conversation, interaction: Interaction) -> None:
         conversation.state = "queued"
@@ -120,7 +245,8 @@ class ContactCenter:
         self._dispatch()
 
     def _dispatch(self) -> None:
-        free = [agent for agent in self.agents if not agent.busy]
+        """Give waiting interactions to free scripted agents (people accept from the console)."""
+        free = [agent for agent in self.agents if agent.scripted and not agent.busy]
         while free and self._waiting:
             conversation, interaction = self._waiting.popleft()
             if conversation.ended or conversation.interaction is not interaction:
@@ -128,58 +254,45 @@ class ContactCenter:
             # After a transfer, another agent than before takes over, if there is one.
             agent = next((a for a in free if a.id not in interaction.agent_ids), free[0])
             free.remove(agent)
-            agent.busy = True
-            interaction.agent_ids.append(agent.id)
-            conversation.agent_id = agent.id
-            task = asyncio.get_running_loop().create_task(self._serve(conversation, interaction, agent))
-            self._serving[conversation.id] = task
+            self._assign(conversation, interaction, agent)
+            task = asyncio.get_running_loop().create_task(self._script(conversation, interaction, agent))
+            self._scripts[agent.id] = task
 
-    async def _serve(self, conversation: Conversation, interaction: Interaction, agent: Agent) -> None:
-        behaviour = self._behaviour
-        await asyncio.sleep(behaviour.accept_delay_s)
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
-        conversation.inbox = inbox
-        conversation.state = "handling"
-        conversation.participants[agent.id] = Participant(agent.id, "agent")
-        self._notify.agent_joined(conversation, agent)
+    async def _script(self, conversation: Conversation, interaction: Interaction, agent: Agent) -> None:
+        """A scripted agent: accept after a delay, greet, then converse."""
+        await asyncio.sleep(self._behaviour.accept_delay_s)
+        inbox = self._listen(conversation)
+        self.join(conversation, agent)
         pending = _unanswered(conversation)
-        await self._say(conversation, interaction, agent, f"Hello, this is {agent.name}. How can I help?", typing=False)
+        await self._say(conversation, agent, f"Hello, this is {agent.name}. How can I help?", typing=False)
+        await self._converse(conversation, interaction, agent, inbox, pending=pending)
+
+    async def _converse(
+        self, conversation: Conversation, interaction: Interaction, agent: Agent, inbox: asyncio.Queue[Message], *, pending: bool
+    ) -> None:
+        """Answer the customer (a message already waiting first) `exchanges` times, then transfer or leave."""
+        behaviour = self._behaviour
         answered = 0
         if pending:
-            await self._say(conversation, interaction, agent, self._reply(conversation))
+            await self._say(conversation, agent, self._reply(conversation))
             answered += 1
         while behaviour.exchanges == 0 or answered < behaviour.exchanges:
             await inbox.get()
             while not inbox.empty():  # several messages in a row get one answer
                 inbox.get_nowait()
-            await self._say(conversation, interaction, agent, self._reply(conversation))
+            await self._say(conversation, agent, self._reply(conversation))
             answered += 1
-        transfer = not interaction.transferred and self._rng(conversation).random() < behaviour.transfer_probability
-        del self._serving[conversation.id]
-        self._release(conversation)
-        conversation.participants[agent.id].removed = True
-        if transfer:
-            interaction.transferred = True
-            self._notify.transfer(conversation)
-            self._notify.agent_left(conversation, agent, idle=False)
-            self._waiting.appendleft((conversation, interaction))
-            conversation.state = "queued"
+        if not interaction.transferred and self._rng(conversation).random() < behaviour.transfer_probability:
+            self.transfer(conversation, agent)
         else:
-            interaction.end_ms = now_ms()
-            conversation.state = "idle"
-            self._notify.agent_left(conversation, agent, idle=True)
-        self._dispatch()
+            self.leave(conversation, agent)
 
-    async def _say(
-        self, conversation: Conversation, interaction: Interaction, agent: Agent, text: str, *, typing: bool = True
-    ) -> None:
+    async def _say(self, conversation: Conversation, agent: Agent, text: str, *, typing: bool = True) -> None:
         if typing:
-            self._notify.typing(conversation, agent, True)
+            self.typing(conversation, agent, True)
             await asyncio.sleep(self._behaviour.reply_delay_s)
-            self._notify.typing(conversation, agent, False)
-        message = Message(self._store.new_id("message"), interaction.id, "agent", agent.id, text, now_ms())
-        conversation.messages.append(message)
-        self._notify.agent_message(conversation, agent, message)
+            self.typing(conversation, agent, False)
+        self.say(conversation, agent, text)
 
     def _reply(self, conversation: Conversation) -> str:
         return self._rng(conversation).choice(_REPLIES)
@@ -188,10 +301,39 @@ class ContactCenter:
         """Randomness that depends only on the seed and where the conversation is (nothing to keep)."""
         return random.Random(f"{self._seed}:{conversation.id}:{len(conversation.messages)}")
 
-    def _stop_serving(self, conversation: Conversation) -> None:
-        task = self._serving.pop(conversation.id, None)
-        if task is not None:
+    def _listen(self, conversation: Conversation) -> asyncio.Queue[Message]:
+        """The inbox through which the customer's messages reach the script."""
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        conversation.inbox = inbox
+        return inbox
+
+    def _end_script(self, agent: Agent) -> None:
+        """Stop the agent's script, unless it is the script itself asking."""
+        task = self._scripts.pop(agent.id, None)
+        if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+
+    def _assign(self, conversation: Conversation, interaction: Interaction, agent: Agent) -> None:
+        agent.serving = conversation.id
+        interaction.agent_ids.append(agent.id)
+        conversation.agent_id = agent.id
+        self._notify.changed(conversation)
+
+    def _part(self, conversation: Conversation, agent: Agent) -> None:
+        """The agent stops serving the conversation: its script ends, it is free, it left the participants."""
+        self._end_script(agent)
+        self._release(conversation)
+        conversation.participants[agent.id].removed = True
+
+    def _serving(self, agent: Agent) -> Conversation | None:
+        return self._store.conversations.get(agent.serving) if agent.serving is not None else None
+
+    def _stop_serving(self, conversation: Conversation) -> None:
+        agent = self._by_id.get(conversation.agent_id) if conversation.agent_id is not None else None
+        if agent is not None:
+            self._end_script(agent)
         self._release(conversation)
 
     def _author(self, conversation: Conversation, author_type: str) -> str:
@@ -204,10 +346,11 @@ class ContactCenter:
 
     def _release(self, conversation: Conversation) -> None:
         conversation.inbox = None
-        for agent in self.agents:
-            if agent.id == conversation.agent_id:
-                agent.busy = False
+        agent = self._by_id.get(conversation.agent_id) if conversation.agent_id is not None else None
+        if agent is not None and agent.serving == conversation.id:
+            agent.serving = None
         conversation.agent_id = None
+        self._notify.changed(conversation)
 
 
 def _unanswered(conversation: Conversation) -> bool:

@@ -126,6 +126,7 @@ def _banner(running: RunningSandbox, config: SandboxConfig) -> str:
         f"  Chat API v2       {urls['chat-api-v2']}   (token: {urls['token']})",
         f"  Chat Gateway v1   {urls['chat-gateway-v1']}",
         f"  admin             {urls['admin']}/info, /requests, /deliveries, /conversations, /faults, /reset",
+        f"  console           {urls['console']}  (watch conversations, play the agent, set faults)",
     ]
     if config.webhook_url:
         lines += ["", f"Webhooks to {config.webhook_url}:"]

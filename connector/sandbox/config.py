@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["FaultConfig", "FaultRule", "SandboxConfig"]
+__all__ = ["DeliveryFaultRule", "FaultConfig", "FaultRule", "SandboxConfig"]
+
+Rule = TypeVar("Rule", "FaultRule", "DeliveryFaultRule")
 
 
 @dataclass
@@ -29,15 +31,22 @@ class FaultRule:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FaultRule:
         """A rule from its JSON form (the field names above); unknown names are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
-        rule = cls(**data)
-        rates = [getattr(rule, name) for name in names if name.startswith("rate_")]
-        if any(not 0 <= rate <= 1 for rate in rates) or sum(rates) > 1:
-            raise ValueError("fault rates must each be within 0..1 and add up to at most 1")
-        return rule
+        return _rule_from_json(cls, data)
+
+
+@dataclass
+class DeliveryFaultRule:
+    """Faults of webhook delivery (rates 0..1, exclusive): an attempt 8x8 fails to make (retried
+    later), or an event sent again after its 2xx (8x8 missed the answer: same event id, next retry)."""
+
+    latency_ms: float = 0.0  # before each attempt
+    rate_fail: float = 0.0
+    rate_duplicate: float = 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeliveryFaultRule:
+        """A rule from its JSON form (the field names above); unknown names are an error."""
+        return _rule_from_json(cls, data)
 
 
 @dataclass
@@ -49,6 +58,7 @@ class FaultConfig:
 
     default: FaultRule = field(default_factory=FaultRule)
     operations: dict[str, FaultRule] = field(default_factory=dict)
+    delivery: DeliveryFaultRule = field(default_factory=DeliveryFaultRule)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FaultConfig:
@@ -56,6 +66,7 @@ class FaultConfig:
         return cls(
             default=FaultRule.from_json(data.get("default") or {}),
             operations={op: FaultRule.from_json(rule) for op, rule in (data.get("operations") or {}).items()},
+            delivery=DeliveryFaultRule.from_json(data.get("delivery") or {}),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -63,7 +74,21 @@ class FaultConfig:
         return {
             "default": dataclasses.asdict(self.default),
             "operations": {op: dataclasses.asdict(rule) for op, rule in self.operations.items()},
+            "delivery": dataclasses.asdict(self.delivery),
         }
+
+
+def _rule_from_json(cls: type[Rule], data: dict[str, Any]) -> Rule:
+    """A rule dataclass from its JSON form; unknown names, and rates outside 0..1 or adding up past 1, are errors."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
+    rule = cls(**data)
+    rates = [getattr(rule, name) for name in names if name.startswith("rate_")]
+    if any(not 0 <= rate <= 1 for rate in rates) or sum(rates) > 1:
+        raise ValueError("fault rates must each be within 0..1 and add up to at most 1")
+    return rule
 
 
 @dataclass

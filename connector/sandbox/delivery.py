@@ -2,7 +2,7 @@
 
 Each conversation has its own queue of events; the next event waits until the previous one got a
 2xx (or its attempts ran out). Different conversations are delivered in parallel, over one shared
-keep-alive session.
+keep-alive session. Delivery faults (attempts not made, events sent twice) come from the injector.
 """
 
 from __future__ import annotations
@@ -12,16 +12,20 @@ import collections
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from connector.sandbox.faults import FaultInjector
 from connector.sandbox.journal import Journal
 from connector.sandbox.signing import sign
 
-__all__ = ["Deliverer", "DeliveryPolicy", "Signer"]
+__all__ = ["Deliverer", "DeliveryPolicy", "Outgoing", "Signer"]
+
+# Answers remembered per event for the console (the journal has every attempt).
+_ANSWERS_KEPT = 10
 
 
 @dataclass(frozen=True)
@@ -49,23 +53,29 @@ class DeliveryPolicy:
         return min(self.initial_backoff_s * 2 ** min(retry, 30), self.max_backoff_s)
 
 
-@dataclass
-class _Event:
+@dataclass(slots=True)
+class Outgoing:
+    """One event on its way to a webhook, and how its delivery went so far."""
+
     event_id: str
     event_type: str
     conversation_id: str | None
     url: str
     body: bytes
+    attempts: int = 0
+    answers: list[int | str] = field(default_factory=list)  # the last few: HTTP status or error
+    outcome: str = "pending"  # pending, failed (being retried), delivered, abandoned
 
 
 class Deliverer:
     """Delivers events to webhook URLs and records every attempt in `log`."""
 
-    def __init__(self, signer: Signer, policy: DeliveryPolicy, log: Journal) -> None:
+    def __init__(self, signer: Signer, policy: DeliveryPolicy, log: Journal, faults: FaultInjector) -> None:
         self._signer = signer
         self._policy = policy
         self._log = log
-        self._lanes: dict[str, collections.deque[_Event]] = {}
+        self._faults = faults
+        self._lanes: dict[str, collections.deque[Outgoing]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(policy.concurrency)
@@ -84,9 +94,9 @@ class Deliverer:
         if self._session is not None:
             await self._session.close()
 
-    def submit(self, lane: str, url: str, event: dict[str, Any]) -> str:
-        """Queue `event` for `url` behind the earlier events of `lane`; answer its event id."""
-        queued = _Event(
+    def submit(self, lane: str, url: str, event: dict[str, Any]) -> Outgoing:
+        """Queue `event` for `url` behind the earlier events of `lane`; answer it as it goes out."""
+        queued = Outgoing(
             event_id=str(uuid.uuid4()),
             event_type=str(event.get("eventType")),
             conversation_id=event.get("conversationId"),
@@ -101,7 +111,7 @@ class Deliverer:
             task.add_done_callback(self._tasks.discard)
         else:
             pending.append(queued)
-        return queued.event_id
+        return queued
 
     def forget(self, lane: str) -> None:
         """Drop the events of `lane` not yet delivered (its conversation was evicted or reset)."""
@@ -120,7 +130,7 @@ class Deliverer:
 
     async def post_once(self, url: str, event: dict[str, Any]) -> tuple[int | None, str | None]:
         """One signed attempt without retries (webhook verification); answer (status, error)."""
-        queued = _Event(str(uuid.uuid4()), str(event["eventType"]), None, url, json.dumps(event).encode())
+        queued = Outgoing(str(uuid.uuid4()), str(event["eventType"]), None, url, json.dumps(event).encode())
         return await self._attempt(queued, 0)
 
     async def _drain(self, lane: str) -> None:
@@ -134,17 +144,25 @@ class Deliverer:
             if self._lanes.get(lane) is pending:
                 del self._lanes[lane]
 
-    async def _deliver(self, event: _Event, lane: collections.deque[_Event]) -> None:
+    async def _deliver(self, event: Outgoing, lane: collections.deque[Outgoing]) -> None:
         for retry in range(self._policy.max_attempts):
             if not lane:
                 return  # forgotten while failing
-            status, _ = await self._attempt(event, retry)
-            if status is not None and 200 <= status < 300:
-                return
+            delay_s, fault = self._faults.decide_delivery()
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            if fault == "fail":
+                self._record(event, retry, None, "sandbox fault: attempt not made", 0.0, outcome="failed")
+            else:
+                status, _ = await self._attempt(event, retry)
+                if status is not None and 200 <= status < 300:
+                    if fault == "duplicate":
+                        await self._attempt(event, retry + 1)
+                    return
             await asyncio.sleep(self._policy.backoff(retry))
         self._record(event, self._policy.max_attempts, None, "gave up", 0.0, outcome="abandoned")
 
-    async def _attempt(self, event: _Event, retry: int) -> tuple[int | None, str | None]:
+    async def _attempt(self, event: Outgoing, retry: int) -> tuple[int | None, str | None]:
         assert self._session is not None, "start() first"
         transmission_time = time.time_ns() // 1_000_000
         signer = self._signer
@@ -184,8 +202,14 @@ class Deliverer:
         return status, error
 
     def _record(
-        self, event: _Event, retry: int, status: int | None, error: str | None, seconds: float, *, outcome: str
+        self, event: Outgoing, retry: int, status: int | None, error: str | None, seconds: float, *, outcome: str
     ) -> None:
+        if outcome != "abandoned":
+            event.attempts += 1
+            event.answers.append(status if status is not None else error or "no answer")
+            del event.answers[:-_ANSWERS_KEPT]
+        if event.outcome != "delivered":  # a duplicate that fails does not undo the delivery
+            event.outcome = outcome
         self._log.append(
             {
                 "time": time.time(),

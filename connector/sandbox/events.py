@@ -6,6 +6,7 @@ from typing import Any
 
 from connector.config import Generation
 from connector.sandbox.delivery import Deliverer
+from connector.sandbox.feed import Feed
 from connector.sandbox.state import Agent, Conversation, Message, Store, Webhook, now_ms
 
 __all__ = ["Notifier", "verify_event"]
@@ -16,11 +17,13 @@ NOTIFICATION_VERSION = {Generation.CHAT_API_V2: "v2.0", Generation.CHAT_GATEWAY_
 
 
 class Notifier:
-    """Turns what happens in the contact center into events for the conversation's webhook."""
+    """Turns what happens in the contact center into events for the conversation's webhook,
+    kept on the conversation (the console's timeline), and tells the console's feed."""
 
-    def __init__(self, store: Store, deliverer: Deliverer) -> None:
+    def __init__(self, store: Store, deliverer: Deliverer, feed: Feed) -> None:
         self._store = store
         self._deliverer = deliverer
+        self._feed = feed
 
     def verify(self, webhook: Webhook) -> None:
         """`WEB_HOOK_VERIFY` to a webhook just created."""
@@ -78,15 +81,31 @@ class Notifier:
             self._message(conversation, message, echo=False)
 
     def user_message(self, conversation: Conversation, message: Message) -> None:
-        """Gateway only: the echo of a message the integration itself sent."""
+        """Gateway: the echo of a message the integration itself sent; v2 sends nothing."""
         if conversation.generation is not V2:
             self._message(conversation, message, echo=True)
+        else:
+            self._feed.touch(conversation.id)
 
     def typing(self, conversation: Conversation, agent: Agent, typing: bool) -> None:
         """Gateway only: the agent started (or stopped) typing."""
         if conversation.generation is not V2:
             users = [agent.id] if typing else []
             self._send(conversation, "ACTIVITY", {"data": {"name": "typing", "value": {"users": users}}})
+
+    def read_receipt(self, conversation: Conversation, agent: Agent, read_at_ms: int) -> None:
+        """Gateway only: the agent read every message up to `read_at_ms`.
+
+        The spec documents no webhook body for it; the value takes `readAt` (epoch ms) from the spec's
+        read-receipt request and `users` from the typing activity.
+        """
+        if conversation.generation is not V2:
+            value = {"users": [agent.id], "readAt": read_at_ms}
+            self._send(conversation, "ACTIVITY", {"data": {"name": "read-receipts", "value": value}})
+
+    def changed(self, conversation: Conversation | None = None) -> None:
+        """Something the console shows changed without an event (an agent assigned, taken over, freed)."""
+        self._feed.touch(conversation.id if conversation is not None else None)
 
     def forget(self, conversation: Conversation) -> None:
         """Drop the undelivered events of an evicted conversation."""
@@ -123,7 +142,8 @@ class Notifier:
         event["conversationId"] = conversation.id
         event["timestamp"] = now_ms()
         event.update(fields)
-        self._deliverer.submit(conversation.id, webhook.uri, event)
+        conversation.events.append(self._deliverer.submit(conversation.id, webhook.uri, event))
+        self._feed.touch(conversation.id)
 
 
 def verify_event(generation: Generation) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Latency and faults on demand, per 8x8 operation, the same sequence for the same seed."""
+"""Latency and faults on demand, per 8x8 operation and for webhook delivery, the same sequence for the same seed."""
 
 from __future__ import annotations
 
@@ -35,6 +35,16 @@ class FaultInjector:
         """Use `config` from now on, restarting the random streams from the seed."""
         self.config = config
         self._streams: dict[str, tuple[FaultRule, list[tuple[str, float]], random.Random] | None] = {}
+        self._delivery = random.Random(f"{self._seed}:delivery")
+
+    def decide_delivery(self) -> tuple[float, str | None]:
+        """The delay (seconds) before the next webhook delivery attempt, and its fault: fail, duplicate or None."""
+        rule = self.config.delivery
+        if not (rule.latency_ms or rule.rate_fail or rule.rate_duplicate):
+            return 0.0, None
+        draw = self._delivery.random()
+        fault = "fail" if draw < rule.rate_fail else "duplicate" if draw < rule.rate_fail + rule.rate_duplicate else None
+        return rule.latency_ms / 1000, fault
 
     def decide(self, operation: str) -> Decision | None:
         """The decision for the next request to `operation`, or None when nothing applies."""

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Journal"]
 
 
 class Journal:
-    """The last `size` records, oldest first; each gets a `seq` that keeps growing across clears."""
+    """The last `size` records, oldest first; each gets a `seq` that keeps growing across clears.
 
-    def __init__(self, size: int) -> None:
+    `listener`, if given, is told of each record as it is appended.
+    """
+
+    def __init__(self, size: int, listener: Callable[[dict[str, Any]], None] | None = None) -> None:
         self._records: collections.deque[dict[str, Any]] = collections.deque(maxlen=size)
         self._seq = 0
+        self._listener = listener
 
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
         """Keep `record` (dropping the oldest when full) and return it with its `seq`."""
         self._seq += 1
         record["seq"] = self._seq
         self._records.append(record)
+        if self._listener is not None:
+            self._listener(record)
         return record
 
     def records(self, since: int = 0) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The sandbox process: one aiohttp app serving both 8x8 API generations and the admin endpoints.
+"""The sandbox process: one aiohttp app serving both 8x8 API generations, the admin endpoints and the console.
 
 `start_sandbox(config)` runs it in the current event loop (tests, `connector dev`);
 `run_in_thread(config)` runs it on its own loop in a background thread (synchronous callers).
@@ -26,11 +26,13 @@ from connector.sandbox.config import SandboxConfig
 from connector.sandbox.delivery import Deliverer, DeliveryPolicy, Signer
 from connector.sandbox.events import Notifier, verify_event
 from connector.sandbox.faults import Decision, FaultInjector
+from connector.sandbox.feed import Feed
 from connector.sandbox.journal import Journal
 from connector.sandbox.problems import ApiError, problem_response
 from connector.sandbox.routing import BODY, INVALID_JSON
 from connector.sandbox.signing import generate_key, new_kid, public_jwk
 from connector.sandbox.state import Channel, Conversation, Store, Webhook, now_ms
+from connector.sandbox.web_console import Console
 
 __all__ = ["RunningSandbox", "Sandbox", "run_in_thread", "start_sandbox"]
 
@@ -47,8 +49,9 @@ class Sandbox:
         self.jwk = public_jwk(self.key, self.kid)
         self.url = f"http://{config.host}:{config.port}"
         self.store = Store(seed=config.seed, max_conversations=config.max_conversations)
+        self.feed = Feed()
         self.requests = Journal(config.log_size)
-        self.deliveries = Journal(config.log_size)
+        self.deliveries = Journal(config.log_size, lambda record: self.feed.touch(record["conversationId"]))
         self.tokens: dict[str, float] = {}
         self.faults = FaultInjector(config.faults, config.seed)
         self.deliverer = Deliverer(
@@ -61,8 +64,9 @@ class Sandbox:
                 concurrency=config.delivery_concurrency,
             ),
             self.deliveries,
+            self.faults,
         )
-        self.notifier = Notifier(self.store, self.deliverer)
+        self.notifier = Notifier(self.store, self.deliverer, self.feed)
         self.center = ContactCenter(
             self.store,
             self.notifier,
@@ -78,12 +82,14 @@ class Sandbox:
         self._initial: tuple[dict[str, Webhook], dict[str, Channel]] = ({}, {})
 
     def app(self) -> web.Application:
-        """The aiohttp application: both generations, the admin endpoints, and the middleware."""
+        """The aiohttp application: both generations, the admin endpoints, the console, and the middleware."""
         app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
         app.add_routes(ChatApiV2(self).routes())
         app.add_routes(ChatGateway(self).routes())
         app.add_routes(Admin(self).routes())
+        app.add_routes(Console(self).routes())
         app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
         return app
 
@@ -101,8 +107,9 @@ class Sandbox:
                 Generation.CHAT_API_V2.value: f"{url}/vcc/us/chat/v2/tenant/{config.tenant}",
                 Generation.CHAT_GATEWAY_V1.value: f"{url}/chat-gateway/v1",
                 "admin": f"{url}/_sandbox",
+                "console": f"{url}/",
             },
-            "agents": [{"id": a.id, "name": a.name, "busy": a.busy} for a in self.center.agents],
+            "agents": [{"id": a.id, "name": a.name, "busy": a.busy, "scripted": a.scripted} for a in self.center.agents],
             "waiting": self.center.waiting(),
             "conversations": len(self.store.conversations),
             "pendingDeliveries": self.deliverer.pending(),
@@ -198,11 +205,15 @@ class Sandbox:
         self.requests.clear()
         self.deliveries.clear()
         self.faults.configure(self.faults.config)
+        self.feed.touch()
 
     async def _on_startup(self, app: web.Application) -> None:
         await self.deliverer.start()
         if self.config.webhook_url:
             self.provision(self.config.webhook_url)
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.feed.close()  # the console's live streams end, so the server need not wait for them
 
     async def _on_cleanup(self, app: web.Application) -> None:
         self.center.reset()

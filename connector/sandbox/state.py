@@ -13,14 +13,18 @@ import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.config import Generation
+
+if TYPE_CHECKING:
+    from connector.sandbox.delivery import Outgoing
 
 __all__ = [
     "Agent",
     "Channel",
     "Conversation",
+    "File",
     "Interaction",
     "Message",
     "Participant",
@@ -33,11 +37,16 @@ __all__ = [
 
 @dataclass
 class Agent:
-    """A simulated contact center agent."""
+    """A contact center agent: scripted, or played by someone at the console after a take-over."""
 
     id: str
     name: str
-    busy: bool = False
+    scripted: bool = True
+    serving: str | None = None  # the conversation assigned to the agent (accepting, or joined)
+
+    @property
+    def busy(self) -> bool:
+        return self.serving is not None
 
 
 @dataclass
@@ -82,6 +91,16 @@ class Message:
 
 
 @dataclass
+class File:
+    """A file an agent attached to a message, downloadable at the attachment's pre-signed URL."""
+
+    id: str
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
 class Participant:
     id: str
     type: str  # user, bot, agent
@@ -106,7 +125,9 @@ class Conversation:
     participants: dict[str, Participant] = field(default_factory=dict)
     state: str = "created"  # created, queued, handling, idle, ended
     agent_id: str | None = None
-    inbox: asyncio.Queue[Message] | None = None  # the serving agent's, while one serves
+    inbox: asyncio.Queue[Message] | None = None  # the scripted agent's, while one serves
+    events: list[Outgoing] = field(default_factory=list)  # the webhook events sent, in order
+    files: dict[str, File] = field(default_factory=dict)
 
     @property
     def interaction(self) -> Interaction | None:

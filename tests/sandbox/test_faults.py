@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 
 import httpx
 
-from tests.sandbox.support import GATEWAY_BASE, gateway_headers, v2_client
+from tests.sandbox.support import GATEWAY_BASE, Receiver, gateway_headers, v2_client
 
 RATES = {
     "rate_429": 0.05,
@@ -111,3 +112,36 @@ async def test_drop_after_takes_effect_without_an_answer(start, client_for) -> N
     assert len(found["data"]) == 1
     entry = [e for e in (await api.get("/_sandbox/requests")).json() if e["operation"] == "createcctransaction"][0]
     assert entry["fault"] == "drop_after" and entry["status"] is None and entry["appliedStatus"] == 202
+
+
+async def test_delivery_faults_fail_attempts_and_send_events_twice(start, client_for, receiver: Receiver) -> None:
+    running = await start(seed=5, agent_accept_delay_s=60)
+    api = client_for(running)
+    faults = {"delivery": {"rate_fail": 0.5, "rate_duplicate": 0.5}}
+    applied = (await api.put("/_sandbox/faults", json=faults)).json()
+    assert applied["delivery"] == {"latency_ms": 0.0, "rate_fail": 0.5, "rate_duplicate": 0.5}
+    assert (await api.get("/_sandbox/faults")).json() == applied
+    base, auth = await v2_client(api, running)
+    channel_id = running.info["chat-api-v2"]["channels"][0]
+    ids = []
+    for n in range(6):
+        created = await api.post(f"{base}/conversations", headers=auth, json={"channelId": channel_id, "customer": {"n": str(n)}})
+        ids.append(created.json()["conversationId"])
+    for conversation_id in ids:
+        await receiver.wait_for_types(conversation_id, "QUEUED")
+    await asyncio.sleep(0.3)  # let the duplicates come in
+
+    log = [d for d in (await api.get("/_sandbox/deliveries")).json() if d["conversationId"] in ids]
+    not_made = [d for d in log if d["error"] == "sandbox fault: attempt not made"]
+    assert not_made and all(d["status"] is None and d["outcome"] == "failed" for d in not_made)
+    posts = [r for r in receiver.received if r.event.get("conversationId") in ids]
+    by_event = collections.Counter(r.headers["x-8x8-event-id"] for r in posts)
+    assert len(by_event) == len(ids)  # one QUEUED each, some of them received twice
+    twice = [event_id for event_id, count in by_event.items() if count == 2]
+    assert twice and all(count <= 2 for count in by_event.values())
+    for event_id in twice:
+        retries = [int(r.headers["x-8x8-retry"]) for r in posts if r.headers["x-8x8-event-id"] == event_id]
+        assert retries[1] == retries[0] + 1  # the same event, as a retry
+
+    assert (await api.put("/_sandbox/faults", json={"delivery": {"rate_fail": 0.7, "rate_duplicate": 0.5}})).status_code == 400
+    assert (await api.put("/_sandbox/faults", json={"delivery": {"rate_lost": 0.1}})).status_code == 400
