@@ -12,6 +12,9 @@
 #
 # Kubernetes JSON schemas for kubeconform come from the `kubernetes-validate` PyPI package (in the
 # dev extra), not from the internet: see tests/deploy/conftest.py.
+#
+# Last, browser.sh beside this script installs Debian's chromium and chromium-driver for the
+# console's browser tests (tests/console/), unless they are on PATH already.
 set -euo pipefail
 
 HELM_MODULE="helm.sh/helm/v4"
@@ -62,3 +65,5 @@ install_tool helm-docs "github.com/norwoodj/helm-docs/cmd/helm-docs@${HELM_DOCS_
 echo "kubeconform $("${BIN_DIR}/kubeconform" -v)"
 "${BIN_DIR}/helm-docs" --version
 echo "tools in ${BIN_DIR}"
+
+"$(dirname "${BASH_SOURCE[0]}")/browser.sh"

@@ -107,12 +107,23 @@ function h(tag, attributes = {}, ...children) {
   return element;
 }
 
-// Replace a container's children, keeping the keyboard focus on the element with the same data-key.
+// Make a container's children `nodes`, replacing only those that differ (a button being clicked is
+// not swapped for its twin, an opened payload stays open) and keeping the keyboard focus.
 function render(container, nodes) {
   const active = document.activeElement;
   const key = container.contains(active) ? active.dataset.key : undefined;
-  container.replaceChildren(...nodes);
-  if (key) container.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus();
+  nodes.forEach((node, index) => {
+    const current = container.children[index];
+    if (!current) {
+      container.append(node);
+      return;
+    }
+    const opened = current.querySelectorAll("details");
+    node.querySelectorAll("details").forEach((details, n) => { details.open = Boolean(opened[n]?.open); });
+    if (!current.isEqualNode(node)) current.replaceWith(node);
+  });
+  while (container.children.length > nodes.length) container.lastElementChild.remove();
+  if (key && !container.contains(document.activeElement)) container.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus();
 }
 
 function live(connected) {
