@@ -129,7 +129,8 @@ def test_gateway_attachment_card_typing_read_receipt_transfer_and_faults(
     browser.find("#file").send_keys(str(invoice))
     browser.find('#attach button[type="submit"]').click()
     browser.wait_for(lambda: "Attachment: invoice.txt" in browser.text("#timeline"), "the attachment in the timeline")
-    browser.find('#card button[type="submit"]').click()  # the sample adaptive card
+    browser.click("#gateway-controls summary", "Send a card")
+    browser.click('#card button[type="submit"]', "Send card")  # the sample adaptive card
     browser.wait_for(lambda: "Card: application/vnd.microsoft.card.adaptive" in browser.text("#timeline"), "the card")
     browser.step("attachment-and-card")
 

@@ -208,11 +208,12 @@ function renderConversation() {
     c.status, c.generation, `queue ${c.queueId}`, `interaction ${c.interaction}`,
     c.agentName ? `agent ${c.agentName}` : "no agent", `id ${c.id}`,
   ].join(" · ");
-  const list = $("timeline");
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  render(list, timeline.timeline.map(entry));
-  if (atBottom) list.scrollTop = list.scrollHeight;
   renderControls();
+  const list = $("timeline");
+  const follow = list.dataset.conversation !== c.id || list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.dataset.conversation = c.id;
+  render(list, timeline.timeline.map(entry));
+  if (follow) list.scrollTop = list.scrollHeight; // a new conversation, or the reader was at the end
 }
 
 function entry(item) {
@@ -226,11 +227,12 @@ function entry(item) {
     );
   }
   const answers = item.answers.join(" → ");
-  const outcome = item.outcome === "delivered" ? "delivered" : item.outcome === "pending" ? "waiting to be sent" : item.outcome;
+  const outcome = item.outcome === "pending" ? "waiting to be sent" : item.outcome;
   return h("li", { class: `webhook outcome-${item.outcome}`, dataset: { eventType: item.eventType } },
-    h("p", { class: "meta" }, h("span", { class: "event-type" }, item.eventType), ` · ${time} · webhook ${outcome}`,
-      answers ? ` (${item.attempts} attempt${item.attempts === 1 ? "" : "s"}: ${answers})` : ""),
-    h("details", {}, h("summary", {}, "Payload"), h("pre", {}, JSON.stringify(item.event, null, 2))),
+    h("details", {},
+      h("summary", { class: "meta" }, h("span", { class: "event-type" }, item.eventType), ` · ${time} · webhook ${outcome}`,
+        answers ? ` (${item.attempts} attempt${item.attempts === 1 ? "" : "s"}: ${answers})` : ""),
+      h("pre", {}, JSON.stringify(item.event, null, 2))),
   );
 }
 
