@@ -60,6 +60,7 @@ class ContactCenter:
         self._by_id = {agent.id: agent for agent in self.agents}
         self._waiting: collections.deque[tuple[Conversation, Interaction]] = collections.deque()
         self._scripts: dict[str, asyncio.Task[None]] = {}  # by agent id
+        self._typing: set[str] = set()  # agents shown typing
 
     def conversation_created(self, conversation: Conversation, history: list[tuple[str, str]]) -> None:
         """Open the first interaction of a conversation just created, with the history it came with."""
@@ -116,6 +117,7 @@ class ContactCenter:
             task.cancel()
         self._scripts.clear()
         self._waiting.clear()
+        self._typing.clear()
         for agent in self.agents:
             agent.serving = None
             agent.scripted = True
@@ -142,6 +144,8 @@ class ContactCenter:
         conversation = self._serving(agent)
         if conversation is not None:
             conversation.inbox = None
+            if agent.id in self._typing:  # the script stopped mid-answer
+                self.typing(conversation, agent, False)
             interaction = conversation.interaction
             if conversation.state != "handling" and interaction is not None:
                 interaction.agent_ids.remove(agent.id)
@@ -208,6 +212,10 @@ class ContactCenter:
 
     def typing(self, conversation: Conversation, agent: Agent, typing: bool) -> None:
         """The agent starts or stops typing."""
+        if typing:
+            self._typing.add(agent.id)
+        else:
+            self._typing.discard(agent.id)
         self._notify.typing(conversation, agent, typing)
 
     def read(self, conversation: Conversation, agent: Agent) -> None:
@@ -324,6 +332,7 @@ class ContactCenter:
     def _part(self, conversation: Conversation, agent: Agent) -> None:
         """The agent stops serving the conversation: its script ends, it is free, it left the participants."""
         self._end_script(agent)
+        self._typing.discard(agent.id)
         self._release(conversation)
         conversation.participants[agent.id].removed = True
 
@@ -334,6 +343,7 @@ class ContactCenter:
         agent = self._by_id.get(conversation.agent_id) if conversation.agent_id is not None else None
         if agent is not None:
             self._end_script(agent)
+            self._typing.discard(agent.id)
         self._release(conversation)
 
     def _author(self, conversation: Conversation, author_type: str) -> str:

@@ -252,6 +252,27 @@ async def test_a_taken_over_agent_stops_answering_and_its_script_resumes_when_ha
     }
 
 
+async def test_taking_over_a_typing_agent_stops_its_typing(start, client_for, receiver: Receiver) -> None:
+    running = await start(agents=1, agent_reply_delay_s=30.0)
+    api = client_for(running)
+    headers = gateway_headers(running)
+    agent_id = running.info["agents"][0]["id"]
+    channel_id = running.info["chat-gateway-v1"]["channels"][0]
+    created = await api.post(f"{GATEWAY_BASE}/conversations", headers=headers, json={"channelId": channel_id, "user": {"name": "Di"}})
+    conversation_id = created.json()["conversationId"]
+    await receiver.wait_for_types(conversation_id, "MEMBERS_CHANGED", "MESSAGE")  # joined and greeted
+    await api.post(f"{GATEWAY_BASE}/conversations/{conversation_id}/messages", headers=headers, json={"authorType": "user", "text": "hi"})
+    await receiver.wait_for_types(conversation_id, "ACTIVITY")  # the script types its answer for 30 s
+
+    await act(api, agent_id, "take-over")
+    events = await receiver.wait_for_types(conversation_id, "ACTIVITY", "ACTIVITY")
+    assert [e["data"] for e in events[-2:]] == [{"name": "typing", "value": {"users": users}} for users in ([agent_id], [])]
+    await act(api, agent_id, "leave")
+    await receiver.wait_for_types(conversation_id, "ACTIVITY", "MEMBERS_CHANGED")
+    said = [e["data"]["text"] for e in receiver.events(conversation_id) if e["eventType"] == "MESSAGE" and not e["data"]["isEcho"]]
+    assert said == ["Hello, this is Ada 1. How can I help?"]  # the script's answer never came
+
+
 async def test_the_live_stream_names_the_conversations_that_changed(start, client_for) -> None:
     running = await start(**HOLD)
     api = client_for(running)
