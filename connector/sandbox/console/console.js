@@ -160,8 +160,8 @@ function renderState() {
     h("td", {}, agent.joined ? `busy: ${customerOf(agent.conversationId)}` : agent.busy ? "accepting…" : "free"),
     h("td", {}, agent.scripted ? "script" : "you"),
     h("td", {}, agent.scripted
-      ? h("button", { type: "button", dataset: { key: `take-${agent.id}` }, onclick: () => takeOver(agent.id) }, "Take over")
-      : h("button", { type: "button", dataset: { key: `back-${agent.id}` }, onclick: () => handBack(agent.id) }, "Hand back")),
+      ? h("button", { type: "button", dataset: { key: `control-${agent.id}` }, onclick: () => takeOver(agent.id) }, "Take over")
+      : h("button", { type: "button", dataset: { key: `control-${agent.id}` }, onclick: () => handBack(agent.id) }, "Hand back")),
   )));
 
   const free = played() && !played().busy;
