@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# kafka-8x8-connector image: `connector worker` by default (Faust worker with the webhook, health and
-# metrics server on port 6066). Other commands: `docker run IMAGE topics create`,
+# kafka-8x8-connector image: `connector worker` by default (Faust worker: webhooks and health on port
+# 6066, the public one; metrics, conversations and routing between workers on 6067, internal only).
+# Other commands: `docker run IMAGE topics create`,
 # `... schemas register`, `... sandbox --port 8088 --webhook-url URL`.
 #
 #   docker build -t kafka-8x8-connector .
@@ -53,7 +54,8 @@ ENV PATH="/opt/venv/bin:${PATH}" \
     CONNECTOR_DATA_DIR=/var/lib/connector \
     CONNECTOR_TABLE_STORE=rocksdb:// \
     CONNECTOR_WEB_HOST=0.0.0.0 \
-    CONNECTOR_WEB_PORT=6066
+    CONNECTOR_WEB_PORT=6066 \
+    CONNECTOR_ADMIN_PORT=6067
 
 # Faust's table state (RocksDB). Only a cache of the changelog topics, but keep it on a volume so a
 # restart does not replay them.
@@ -62,7 +64,7 @@ WORKDIR /var/lib/connector
 
 USER 10001:10001
 
-EXPOSE 6066
+EXPOSE 6066 6067
 
 # Liveness of the worker's web server; python's stdlib, no curl in the image.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \

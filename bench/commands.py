@@ -144,7 +144,7 @@ def _run_worker(args: argparse.Namespace, env: dict[str, str], admin: httpx.Clie
     refs = [f"bench-{i}" for i in range(args.refs)]
     started = time.perf_counter()
     ids: list[str] = []
-    with CommandPublisher(settings) as publisher:
+    with CommandPublisher(settings, wait=False) as publisher:
         for ref in refs:
             ids.append(publisher.start(ref, name=f"Customer {ref}"))
         for n in range(args.messages):

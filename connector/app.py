@@ -7,6 +7,7 @@ that cannot be decoded reaches the DLQ with its original bytes instead of crashi
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "TABLES",
     "Connector",
     "build",
+    "canonical_url",
     "table",
 ]
 
@@ -67,12 +69,16 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         topic_allow_declare=True,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        # Faust's web server is the internal admin port (metrics, conversations, routing between
+        # workers); the public port is connector.web's own server. No table pages: they would serve
+        # the tables' contents, customers' messages included.
         web_enabled=True,
         web_host=settings.web_host,
-        web_port=settings.web_port,
+        web_port=settings.admin_port,
         web_bind=settings.web_host,
         web_in_thread=False,
-        **({"canonical_url": settings.web_canonical_url} if settings.web_canonical_url else {}),
+        web_tables_enabled=False,
+        canonical_url=canonical_url(settings),
         broker_client_id=settings.kafka_client_id,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
@@ -97,6 +103,15 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
     if install:
         _install_parts(connector)
     return connector
+
+
+def canonical_url(settings: Settings) -> str:
+    """Where other workers reach this one's admin port: the configured URL, else the web host's
+    (the host name when it binds every address, which no other worker could reach)."""
+    if settings.web_canonical_url:
+        return settings.web_canonical_url
+    host = settings.web_host if settings.web_host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    return f"http://{host}:{settings.admin_port}"
 
 
 def table(app: faust.App, name: str, settings: Settings) -> faust.Table:

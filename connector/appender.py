@@ -6,6 +6,9 @@ around that, a command takes a fifth to a third less of the worker's CPU (bench/
 `Appender` keeps what matters of it: records are handed to the producer in the order `append` is
 called (one asyncio lock, FIFO, taken without a pause unless the producer's batch is full), and
 once `append` returns the producer holds the record, so Faust's flush before each commit covers it.
+`deliver` waits for Kafka's acknowledgement as well, retrying what may succeed later (the caller,
+and so its partition, waits), and raises `NotDelivered` for what never will (too large, not
+authorised, invalid topic): a command's offset must not be released before its records are stored.
 """
 
 from __future__ import annotations
@@ -22,10 +25,28 @@ from typing import Any
 import faust
 import faust.streams
 import orjson
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-__all__ = ["Appender"]
+__all__ = ["Appender", "NotDelivered"]
 
 logger = logging.getLogger(__name__)
+
+_BACKOFF_FIRST_S = 0.5
+_BACKOFF_CAP_S = 10.0
+
+
+class NotDelivered(Exception):
+    """Kafka refused a record for a reason that trying again will not change; `cause` is its error."""
+
+    def __init__(self, topic: str, cause: BaseException) -> None:
+        super().__init__(f"{topic}: {type(cause).__name__}: {cause}")
+        self.topic = topic
+        self.cause = cause
+
+    @property
+    def too_large(self) -> bool:
+        """The record is larger than the producer or the topic takes."""
+        return "TooLarge" in type(self.cause).__name__
 
 
 class Appender:
@@ -47,6 +68,39 @@ class Appender:
         """Hand one record to the producer behind every earlier one; the future resolves when Kafka has it."""
         async with self._lock:
             return await self._app.producer.send(topic, key, value, partition, None, headers)
+
+    async def deliver(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> Any:
+        """Append one record and wait until Kafka has it (its metadata); NotDelivered if it never will.
+
+        A retriable failure (broker away, leader moving, not enough replicas, the producer's own
+        timeout) is tried again with backoff for as long as it lasts.
+        """
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                return await (await self.append(topic, key, value, partition=partition, headers=headers))
+            except Exception as exc:  # Faust wraps send errors in ProducerSendError; the delivery raises aiokafka's
+                cause = _kafka_cause(exc)
+                if not _retriable(cause):
+                    raise NotDelivered(topic, cause) from exc
+                logger.warning("%s did not take a record (%s); trying again in %.1fs", topic, type(cause).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_CAP_S)
+
+    async def put_durably(self, table: faust.Table, key: str, value: Any, partition: int) -> None:
+        """Like `put`, and wait until the changelog record is stored (as `deliver` does)."""
+        with _in_partition(partition):
+            table.data[key] = value
+        metadata = await self.deliver(table.changelog_topic.get_topic_name(), key.encode(), orjson.dumps(value), partition=partition)
+        table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
 
     async def put(self, table: faust.Table, key: str, value: Any, partition: int) -> asyncio.Future[Any]:
         """Set `table[key]` now, in the table's `partition`, and append it to that changelog partition.
@@ -92,6 +146,20 @@ class _PartitionEvent:
 
     def __init__(self, partition: int) -> None:
         self.message = types.SimpleNamespace(partition=partition)
+
+
+def _kafka_cause(exc: BaseException) -> BaseException:
+    """The aiokafka error behind `exc` (Faust raises its own ProducerSendError from it)."""
+    while not isinstance(exc, KafkaError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _retriable(exc: BaseException) -> bool:
+    """Whether sending the same record again may succeed: aiokafka's retriable errors and timeouts."""
+    if isinstance(exc, (KafkaTimeoutError, asyncio.TimeoutError)):
+        return True
+    return isinstance(exc, KafkaError) and exc.retriable
 
 
 def _persisted(table: faust.Table, delivery: asyncio.Future[Any]) -> None:

@@ -172,7 +172,9 @@ def send_transcript(ref: str = typer.Option(..., "--ref"), wait: bool = _WAIT, t
 @conversations_app.command("show")
 def conversations_show(
     ref: str = typer.Argument(..., help="The conversation reference."),
-    url: str | None = typer.Option(None, "--url", help="A worker's web URL (default: this host's CONNECTOR_WEB_PORT)."),
+    url: str | None = typer.Option(
+        None, "--url", help="A worker's internal admin URL (default: this host's CONNECTOR_ADMIN_PORT)."
+    ),
 ) -> None:
     """Print what the workers know of one conversation, as JSON (any worker answers for any ref)."""
     import json
@@ -181,7 +183,7 @@ def conversations_show(
     import httpx
 
     settings = load_or_exit()
-    base = url or f"http://127.0.0.1:{settings.web_port}"
+    base = url or f"http://127.0.0.1:{settings.admin_port}"
     try:
         response = httpx.get(f"{base.rstrip('/')}/conversations/{quote(ref, safe='')}", timeout=10)
     except httpx.HTTPError as exc:

@@ -7,9 +7,12 @@
         publisher.message("order-42", "It was due yesterday.")
         publisher.end("order-42")
 
-Each call returns the command id. Values are Avro in the Confluent wire format under the schema
-registered for `chat.commands`; the key is the conversation ref, so commands of one conversation
-stay in order. `ResultWatcher` waits for the CommandResult of a command id.
+Each call returns once Kafka has acknowledged the command (`PublishError` if it did not), with the
+command id. For bulk publishing, `CommandPublisher(wait=False)` returns at once and `flush()` (or
+leaving the `with` block) waits for every acknowledgement and raises if any command was not taken.
+Values are Avro in the Confluent wire format under the schema registered for `chat.commands`; the
+key is the conversation ref, so commands of one conversation stay in order. `ResultWatcher` waits
+for the CommandResult of a command id.
 """
 
 from __future__ import annotations
@@ -20,21 +23,47 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from connector.config import Settings, load_settings
 from connector.schemas import AvroCodec, SchemaError
 from connector.topics import assign_all
 
-__all__ = ["CommandPublisher", "ResultWatcher"]
+__all__ = ["CommandPublisher", "PublishError", "ResultWatcher", "Started"]
 
 _NAMESPACE = "io.kafka8x8.chat"
+# How long one command may take to be acknowledged, and to find the brokers at all.
+_DELIVERY_TIMEOUT_MS = 30_000
+_MAX_BLOCK_MS = 15_000
+
+
+class PublishError(Exception):
+    """Kafka did not take one or more commands; nothing says they were published."""
+
+
+class Started(str):
+    """The StartConversation's command id; `message_id` is that of the first message sent with it, if any."""
+
+    message_id: str | None = None
+
+    def __new__(cls, command_id: str, message_id: str | None = None) -> Started:
+        started = super().__new__(cls, command_id)
+        started.message_id = message_id
+        return started
+
+    @property
+    def command_ids(self) -> list[str]:
+        """Both ids in publishing order (the start's alone when no text was sent)."""
+        return [str(self)] + ([self.message_id] if self.message_id else [])
 
 
 class CommandPublisher:
     """Publishes ConversationCommand records to chat.commands (acks=all, idempotent ordering per ref)."""
 
-    def __init__(self, settings: Settings | None = None, *, producer: KafkaProducer | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, wait: bool = True, producer: KafkaProducer | None = None) -> None:
         self.settings = settings or load_settings()
+        self._wait = wait
+        self._pending: list[Any] = []
         self._codec = AvroCodec(self.settings)
         self._codec.start_sync("ConversationCommand")
         self._producer = producer or KafkaProducer(
@@ -42,6 +71,10 @@ class CommandPublisher:
             acks="all",
             linger_ms=5,
             max_in_flight_requests_per_connection=1,  # keeps a ref's commands in order across retries
+            max_block_ms=_MAX_BLOCK_MS,
+            bootstrap_timeout_ms=_MAX_BLOCK_MS,
+            request_timeout_ms=10_000,
+            delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
         )
 
     def start(
@@ -61,10 +94,11 @@ class CommandPublisher:
         assignment: tuple[str, str] | None = None,
         text: str | None = None,
         command_id: str | None = None,
-    ) -> str:
+    ) -> Started:
         """StartConversation; `history` is (text, "USER" | "BOT") pairs, `assignment` ("QUEUE" | "SCRIPT", id).
 
-        `text` is the customer's first message: it is sent as a SendMessage right after the start.
+        `text` is the customer's first message: it is sent as a SendMessage right after the start,
+        and its command id is the answer's `message_id`.
         """
         customer = {
             "name": name,
@@ -83,9 +117,7 @@ class CommandPublisher:
             "history": [{"text": t, "author_type": a.upper()} for t, a in history],
         }
         started = self.publish(ref, "StartConversation", body, command_id)
-        if text is not None:
-            self.message(ref, text)
-        return started
+        return Started(started, self.message(ref, text) if text is not None else None)
 
     def message(self, ref: str, text: str, *, author_type: str = "USER", command_id: str | None = None) -> str:
         """SendMessage from the customer ("USER") or a bot ("BOT")."""
@@ -100,9 +132,19 @@ class CommandPublisher:
         return self.publish(ref, "FetchTranscript", {"include_raw": True}, command_id)
 
     def publish(self, ref: str, kind: str, body: Mapping[str, Any], command_id: str | None = None) -> str:
-        """Publish one command of `kind` (the Avro record name) for `ref`; its command id."""
+        """Publish one command of `kind` (the Avro record name) for `ref`; its command id.
+
+        Waits for Kafka's acknowledgement unless the publisher was made with `wait=False`.
+        """
         command_id, value = self.encode(ref, kind, body, command_id)
-        self._producer.send(self.settings.topic_commands, key=ref.encode(), value=value)
+        try:
+            delivery = self._producer.send(self.settings.topic_commands, key=ref.encode(), value=value)
+            if self._wait:
+                delivery.get(timeout=(_DELIVERY_TIMEOUT_MS + _MAX_BLOCK_MS) / 1000)
+        except KafkaError as exc:
+            raise PublishError(f"cannot publish to {self.settings.topic_commands}: {_describe(exc)}") from None
+        if not self._wait:
+            self._pending.append(delivery)
         return command_id
 
     def encode(self, ref: str, kind: str, body: Mapping[str, Any], command_id: str | None = None) -> tuple[str, bytes]:
@@ -117,17 +159,42 @@ class CommandPublisher:
         return command_id, self._codec.encode("ConversationCommand", record)
 
     def flush(self, timeout: float | None = None) -> None:
-        self._producer.flush(timeout)
+        """Wait until every command published so far is acknowledged; PublishError if any was not."""
+        deadline = time.monotonic() + (timeout if timeout is not None else (_DELIVERY_TIMEOUT_MS + _MAX_BLOCK_MS) / 1000)
+        try:
+            self._producer.flush(timeout)
+        except KafkaError:
+            pass  # each command's own outcome is read below
+        pending, self._pending = self._pending, []
+        failed: list[KafkaError] = []
+        for delivery in pending:
+            try:
+                delivery.get(timeout=max(0.0, deadline - time.monotonic()))
+            except KafkaError as exc:
+                failed.append(exc)
+        if failed:
+            raise PublishError(
+                f"{len(failed)} of {len(pending)} commands were not published to {self.settings.topic_commands}: "
+                f"{_describe(failed[0])}"
+            )
 
     def close(self) -> None:
-        self._producer.flush()
-        self._producer.close()
+        """Flush (PublishError if a command was not taken) and close the connections."""
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
 
     def __enter__(self) -> CommandPublisher:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """An error of kafka-python, as one line."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class ResultWatcher:

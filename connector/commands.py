@@ -18,24 +18,27 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import faust
 from prometheus_client import Counter, Gauge
 
 from connector import status, transcripts
 from connector.app import Connector
+from connector.appender import NotDelivered
 from connector.eightbyeight import (
     InvalidCommand,
     NewConversation,
-    Platform,
     PlatformError,
+    ReadBack,
     RetryPolicy,
     open_platform,
     retrying,
 )
+from connector.lanes import FirstReads, InOrderAcks, Lanes, Ticket
 from connector.schemas import SchemaError
 from connector.status import CommandKind, Conversation, Status
 
@@ -51,6 +54,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # Command ids of the EndConversation commands the auto-end policy publishes: `auto-end:<ref>:<agent_left_at>`.
 AUTO_END_PREFIX = "auto-end:"
 
@@ -63,6 +68,11 @@ DLQ_RECORDS = Counter("connector_commands_dlq_total", "Records sent to the comma
 TABLE_ENTRIES = Gauge("connector_table_entries", "Entries in a table held by this worker.", ["table"])
 LANES_BUFFERED = Gauge("connector_command_lanes_buffered", "Commands accepted by the lanes and not finished.")
 LANES_ACTIVE = Gauge("connector_command_lanes_active", "Conversation refs with commands in their lane.")
+TRANSCRIPTS_MISSING = Counter(
+    "connector_transcripts_missing_total",
+    "Transcripts after an end that could not be read or encoded (published with `error` set), by error code.",
+    ["code"],
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class CommandSettings:
     transcript_on_end: bool = True
     token_refresh_margin_s: float = 60.0
     find_max_pages: int = 20
+    revoke_grace_s: float = 15.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> CommandSettings:
@@ -100,6 +111,7 @@ _SETTING_NAMES = {
     "transcript_on_end": "command_transcript_on_end",
     "token_refresh_margin_s": "platform_token_refresh_margin_s",
     "find_max_pages": "platform_find_max_pages",
+    "revoke_grace_s": "command_revoke_grace_s",
 }
 
 
@@ -129,6 +141,9 @@ def parse_command(record: dict[str, Any], key: str | None) -> Command:
         raise InvalidCommand(f"unknown command {name}")
     return Command(command_id, ref, kind, body)
 
+
+# The error code of a record that is no usable command, by what reading it raised.
+_POISON_CODES: dict[type[Exception], str] = {SchemaError: "UNDECODABLE", InvalidCommand: "INVALID_COMMAND"}
 
 _KINDS = {
     "StartConversation": CommandKind.START_CONVERSATION,
@@ -171,22 +186,30 @@ def auto_end_due(conversation: Conversation, now_ms: int, after_s: float) -> boo
 
 @dataclass
 class _Job:
-    """One record in a lane: the Faust event, its command, and the call that marks it finished."""
+    """One record in a lane: the Faust event, its command and its ack ticket."""
 
     event: faust.EventT
     command: Command
-    done: Callable[[], None]
+    ticket: Ticket
+    answered: bool = False  # its result has been published
+
+
+class Revoked(Exception):
+    """The job's partition was revoked: it stops before its next 8x8 call; the new owner runs it."""
 
 
 class CommandProcessor:
-    """Decodes, routes, executes and answers commands; owns the 8x8 adapter and the lanes."""
+    """Decodes, routes, executes and answers commands; owns the 8x8 adapter and the lanes.
 
-    def __init__(self, connector: Connector, config: CommandSettings, platform: Platform | None = None) -> None:
-        from connector.lanes import FirstReads, InOrderAcks, Lanes
+    A record's offset is released (its ticket done) only once everything it leads to is stored in
+    Kafka: the table entry, the result, the DLQ copy. A record Kafka refuses for good stops the
+    worker without releasing it (`_halt`), so a restart runs it again.
+    """
 
+    def __init__(self, connector: Connector, config: CommandSettings) -> None:
         self.connector = connector
         self.config = config
-        self.platform = platform or open_platform(
+        self.platform = open_platform(
             connector.settings,
             max_in_flight=config.max_in_flight,
             token_refresh_margin_s=config.token_refresh_margin_s,
@@ -198,6 +221,11 @@ class CommandProcessor:
         self._auto_ending: set[str] = set()
         self.reads = FirstReads()
         self._started = False
+        # The consumer generation revoked last: records fetched in it or before are no longer this worker's.
+        self._fence = -1
+        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._halted = False
+        self._revoke_timer: asyncio.TimerHandle | None = None
 
     async def ready(self) -> bool:
         """Ready once the schemas are registered (for the worker's /readyz)."""
@@ -217,44 +245,82 @@ class CommandProcessor:
                 delay = min(delay * 2, 10.0)
 
     async def submit(self, event: faust.EventT) -> None:
-        """Take one record from the stream: answer a poison record at once, queue a command in its lane."""
+        """Take one record from the stream: answer a record that is no usable command at once, queue a command in its lane.
+
+        Whatever goes wrong with one record ends in a FAILED result and a DLQ record, never in a
+        stalled partition.
+        """
         message = event.message
-        done = self.acks.track(message.tp, event.ack)
+        if not self._owns(message):
+            _settle_unacked(message)  # read before a revocation: the partition's next owner reads it again
+            return
+        ticket = self.acks.track(message.tp, event.ack, partial(_settle_unacked, message))
         if not self.reads.first(message.tp, message.generation_id, message.offset):
             logger.info("%s[%s] offset %s was read before: not run again", message.topic, message.partition, message.offset)
-            done()  # acked in order, so after the first delivery of the offset (in a lane or finished)
+            ticket.done()  # acked in order, so after the first delivery of the offset (in a lane or finished)
             return
         key = message.key.decode("utf-8", "replace") if message.key is not None else None
         # A record without a usable command id is answered under `<topic>:<partition>:<offset>`.
         record_id = f"{message.topic}:{message.partition}:{message.offset}"
+        record: dict[str, Any] = {}
         try:
-            record = await self.connector.codec.decode("ConversationCommand", message.value)
-        except SchemaError as exc:
-            await self._reject_record(event, key or "", record_id, "UNDECODABLE", exc)
-            done()
-            return
-        try:
+            record = await self.connector.codec.decode_waiting("ConversationCommand", message.value)
             command = parse_command(record, key)
-        except InvalidCommand as exc:
-            await self._reject_record(event, key or "", record.get("command_id") or record_id, "INVALID_COMMAND", exc)
-            done()
+        except Exception as exc:
+            code = _POISON_CODES.get(type(exc))
+            if code is None:
+                code = "INTERNAL_ERROR"
+                logger.exception("%s: unexpected error reading the record", record_id)
+            await self._poison(event, ticket, key or "", _command_id_of(record) or record_id, code, exc)
             return
-        await self.lanes.put(command.ref, _Job(event, command, done))
+        await self.lanes.put(command.ref, _Job(event, command, ticket))
 
     async def close(self) -> None:
         """Close the 8x8 HTTP client (once the lanes are drained: Faust stops the app after the streams)."""
         await self.platform.aclose()
+
+    def revoke(self) -> None:
+        """A rebalance starts: every partition is revoked (Faust's assignor is eager).
+
+        Commands not started are dropped unacked (the partition's next owner runs them); the ones
+        running have `revoke_grace_s` to finish, then they are cancelled, and none starts another
+        8x8 call meanwhile (`_on_8x8`).
+        """
+        self._fence = max(self._fence, self.connector.app.consumer_generation_id)
+        taken = self.lanes.take_waiting()
+        for job in taken:
+            job.ticket.abandon()
+        if self._revoke_timer is not None:
+            self._revoke_timer.cancel()
+        self._revoke_timer = asyncio.get_running_loop().call_later(self.config.revoke_grace_s, self._cancel_revoked)
+        logger.info("partitions revoked: %d commands not started are left to the next owner", len(taken))
 
     # --- one command ------------------------------------------------------------------------------
 
     async def _execute(self, job: _Job) -> None:
         try:
             await self._run(job)
-        except Exception as exc:  # a bug must still answer the command and must not stop the lane
+        except Revoked:
+            job.ticket.abandon()
+            return
+        except asyncio.CancelledError:
+            job.ticket.abandon()
+            raise
+        except NotDelivered as exc:
+            self._halt(job.ticket, job.event.message, exc)
+            return
+        except Exception as exc:  # a bug must still answer the command (once) and must not stop the lane
             logger.exception("command %s of %s failed unexpectedly", job.command.command_id, job.command.ref)
-            await self._finish(job, self._result(job.command, "FAILED", error_code="INTERNAL_ERROR", error_message=f"{type(exc).__name__}: {exc}"))
-        finally:
-            job.done()
+            if not job.answered:  # else its result is out already: nothing more to say
+                reason = f"{type(exc).__name__}: {exc}"
+                try:
+                    await self._finish(job, self._result(job.command, "FAILED", error_code="INTERNAL_ERROR", error_message=reason))
+                except NotDelivered as failed:
+                    self._halt(job.ticket, job.event.message, failed)
+                    return
+                except Exception:  # a bug in answering too: the partition must still move on
+                    logger.exception("command %s of %s: no result could be published", job.command.command_id, job.command.ref)
+        job.ticket.done()
 
     async def _run(self, job: _Job) -> None:
         command = job.command
@@ -266,7 +332,7 @@ class CommandProcessor:
         if command.command_id.startswith(AUTO_END_PREFIX):
             self._auto_ending.discard(command.ref)
             if existing is None or not auto_end_due(existing, _now(), self.config.auto_end_s):
-                await self._refuse(job, "AUTO_END_CANCELLED", "the agent came back or the customer wrote: not ended")
+                await self._refuse(job, existing, "AUTO_END_CANCELLED", "the agent came back or the customer wrote: not ended")
                 return
         resuming = (
             command.kind is CommandKind.START_CONVERSATION
@@ -276,7 +342,7 @@ class CommandProcessor:
         )
         reason = None if resuming else status.check_command(existing, command.kind)
         if reason is not None:
-            await self._refuse(job, _rule_code(existing, command.kind), reason)
+            await self._refuse(job, existing, _rule_code(existing, command.kind), reason)
             return
         if command.kind is CommandKind.START_CONVERSATION:
             await self._start(job, existing)
@@ -287,7 +353,7 @@ class CommandProcessor:
         elif command.kind is CommandKind.END_CONVERSATION:
             assert existing is not None and existing.conversation_id is not None
             if await self._call(job, existing.conversation_id, self.platform.end) and self.config.transcript_on_end:
-                await self._transcript(job, existing.conversation_id, "ENDED", quiet=True)
+                await self._ended_transcript(job, existing.conversation_id)
         else:
             assert existing is not None and existing.conversation_id is not None
             await self._fetch_transcript(job, existing.conversation_id)
@@ -298,7 +364,7 @@ class CommandProcessor:
             request = new_conversation(command, self.connector.settings.platform_channel_id)
             self.platform.check(request)
         except InvalidCommand as exc:
-            await self._refuse(job, "INVALID_COMMAND", str(exc))
+            await self._refuse(job, existing, "INVALID_COMMAND", str(exc))
             return
         now = _now()
         # A create was tried before for this ref (crash, or unknown outcome): look it up before creating.
@@ -318,12 +384,12 @@ class CommandProcessor:
         async def create_once() -> str:
             nonlocal unsure
             if unsure:
-                found = await self.platform.find_by_ref(command.ref)
+                found = await self._on_8x8(job, lambda: self.platform.find_by_ref(command.ref))
                 if found is not None:
                     return found
                 unsure = False
             try:
-                return await self.platform.create(request)
+                return await self._on_8x8(job, lambda: self.platform.create(request))
             except PlatformError as exc:
                 unsure = exc.outcome_unknown
                 raise
@@ -340,6 +406,9 @@ class CommandProcessor:
             return
         conversation_id = attempted.value
         result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempted.attempts)
+        # The mapping is stored before the start is remembered: a replay answered from the table
+        # must never leave the conversation's events without their ref.
+        await self._publish_mapping(conversation_id, command.ref)
         await self._write(
             job,
             lambda current: status.after_command(
@@ -352,14 +421,14 @@ class CommandProcessor:
                 channel_id=request.channel_id,
             ).remember(command.command_id, _remembered(result)),
         )
-        await self._publish_mapping(conversation_id, command.ref)
         await self._finish(job, result)
 
     async def _call(self, job: _Job, conversation_id: str, call: Callable[[str], Any]) -> bool:
         """Send/end with retries, then record the outcome; True when 8x8 accepted it."""
         command = job.command
+
         try:
-            attempted = await retrying(self.policy, lambda: call(conversation_id))
+            attempted = await retrying(self.policy, lambda: self._on_8x8(job, lambda: call(conversation_id)))
         except PlatformError as exc:
             result = self._failure(command, exc, conversation_id=conversation_id)
             await self._write(job, lambda current: _remember(current, command, result))
@@ -375,7 +444,7 @@ class CommandProcessor:
 
     async def _fetch_transcript(self, job: _Job, conversation_id: str) -> None:
         command = job.command
-        error = await self._transcript(job, conversation_id, "REQUESTED", quiet=False)
+        error = await self._transcript(job, conversation_id, "REQUESTED")
         if error is None:
             result = self._result(command, "SUCCEEDED", conversation_id=conversation_id)
         else:
@@ -383,26 +452,90 @@ class CommandProcessor:
         await self._write(job, lambda current: _remember(current, command, result))
         await self._finish(job, result)
 
-    async def _transcript(self, job: _Job, conversation_id: str, reason: str, *, quiet: bool) -> PlatformError | None:
-        """Read the conversation back and publish its transcript; the error if that failed."""
-        try:
-            attempted = await retrying(self.policy, lambda: self.platform.read_back(conversation_id))
-        except PlatformError as exc:
-            if quiet:
-                logger.warning("no transcript for %s: %s", job.command.ref, exc.message)
-            return exc
+    async def _ended_transcript(self, job: _Job, conversation_id: str) -> None:
+        """The transcript after an end, whose result is out already: a failure is reported on its own.
+
+        It is logged, counted, and published as a transcript with `error` set and nothing else, so
+        that downstream knows this one is missing; never as a second result of the command.
+        """
+        error = await self._transcript(job, conversation_id, "ENDED")
+        if error is None:
+            return
+        reason = f"{error.code}: {error.message}" if isinstance(error, PlatformError) else f"{type(error).__name__}: {error}"
+        TRANSCRIPTS_MISSING.labels(error.code if isinstance(error, PlatformError) else "INTERNAL_ERROR").inc()
+        logger.warning("no transcript for ref %s (8x8 conversation %s): %s", job.command.ref, conversation_id, reason)
+        empty = ReadBack(status=None, conversation={}, messages=[], participants=[], interactions=[])
         record = transcripts.record(
-            job.command.ref, conversation_id, self.platform.generation, reason, job.command.command_id, attempted.value, _now()
+            job.command.ref, conversation_id, self.platform.generation, "ENDED", job.command.command_id, empty, _now(), error=reason
         )
         await self._emit(self.connector.settings.topic_transcripts, job.command.ref.encode(), "ConversationTranscript", record)
+
+    async def _transcript(self, job: _Job, conversation_id: str, reason: str) -> Exception | None:
+        """Read the conversation back and publish its transcript; the error if that failed (8x8, its answer, Avro)."""
+
+        try:
+            attempted = await retrying(self.policy, lambda: self._on_8x8(job, lambda: self.platform.read_back(conversation_id)))
+            record = transcripts.record(
+                job.command.ref, conversation_id, self.platform.generation, reason, job.command.command_id, attempted.value, _now()
+            )
+            value = self.connector.codec.encode("ConversationTranscript", record)
+        except (Revoked, asyncio.CancelledError):
+            raise
+        except PlatformError as exc:
+            return exc
+        except Exception as exc:  # an answer the adapter did not foresee, or one Avro cannot take
+            logger.exception("transcript of %s (8x8 conversation %s) could not be built", job.command.ref, conversation_id)
+            return exc
+        await self.connector.appender.deliver(self.connector.settings.topic_transcripts, job.command.ref.encode(), value)
         return None
 
-    async def _refuse(self, job: _Job, code: str, reason: str) -> None:
-        """A FAILED result for a command that makes no sense now; nothing is sent to 8x8."""
+    async def _refuse(self, job: _Job, existing: Conversation | None, code: str, reason: str) -> None:
+        """A FAILED result for a command that makes no sense now; nothing is sent to 8x8.
+
+        A ref that has no entry gets none: a command for a ref never started creates no state
+        (the same command again gets the same answer, from the same rule).
+        """
         command = job.command
         result = self._result(command, "FAILED", error_code=code, error_message=reason)
-        await self._write(job, lambda current: _remember(current, command, result))
+        if existing is not None:
+            await self._write(job, lambda current: _remember(current, command, result))
         await self._finish(job, result)
+
+    async def _on_8x8(self, job: _Job, call: Callable[[], Awaitable[T]]) -> T:
+        """Make one 8x8 call for `job` once a slot is free, if its partition is still this worker's then.
+
+        The slots bound the calls in flight (`max_in_flight`); the ownership check comes after the
+        wait for one, so that no call starts for a partition revoked meanwhile.
+        """
+        async with self._slots:
+            if not self._owns(job.event.message) or self._halted:
+                raise Revoked(job.command.command_id)
+            return await call()
+
+    def _owns(self, message: Any) -> bool:
+        """Whether `message` was fetched after the last revocation: its partition is still this worker's."""
+        return message.generation_id > self._fence
+
+    def _cancel_revoked(self) -> None:
+        """The revocation grace is over: cancel the jobs of revoked partitions still running."""
+        cancelled = self.lanes.cancel(lambda job: not self._owns(job.event.message))
+        if cancelled:
+            logger.warning("%d commands still running %.0fs after the revocation were cancelled", cancelled, self.config.revoke_grace_s)
+
+    def _halt(self, ticket: Ticket, message: Any, exc: NotDelivered) -> None:
+        """Kafka refused a record for good: stop the worker without releasing the command's offset."""
+        ticket.abandon()
+        where = f"{message.topic}[{message.partition}]@{message.offset}"
+        logger.critical(
+            "%s refused a record for good (%s): stopping the worker without committing %s, so that a restart "
+            "runs it again once the cause is fixed",
+            exc.topic,
+            exc,
+            where,
+        )
+        if not self._halted:
+            self._halted = True
+            asyncio.ensure_future(self.connector.app.crash(exc))
 
     # --- table, results, DLQ --------------------------------------------------------------------
 
@@ -413,17 +546,14 @@ class CommandProcessor:
     async def _write(self, job: _Job, change: Callable[[Conversation | None], Conversation]) -> None:
         """Apply `change` to the current entry (read and written with no await between) and wait until the
         changelog record is stored, so that nothing is announced before the state that explains it."""
-        table = self.connector.conversations
-        ref = job.command.ref
-        value = change(self._read(ref)).to_dict()
-        delivery = await self.connector.appender.put(table, ref, value, job.event.message.partition)
-        await delivery
+        value = change(self._read(job.command.ref)).to_dict()
+        await self.connector.appender.put_durably(self.connector.conversations, job.command.ref, value, job.event.message.partition)
 
     async def _finish(self, job: _Job, result: dict[str, Any]) -> None:
+        job.answered = True
         await self._publish_result(result, duplicate=False)
         if result["status"] == "FAILED":
-            message = job.event.message
-            await self._dead_letter(job.event, message.key, result["error_code"], "CommandFailed", result["error_message"] or "")
+            await self._dead_letter(job.event, result["error_code"], "CommandFailed", result["error_message"] or "")
 
     async def _publish_result(self, result: dict[str, Any], *, duplicate: bool) -> None:
         result = {**result, "duplicate": duplicate}
@@ -442,8 +572,8 @@ class CommandProcessor:
         }
         await self._emit(self.connector.settings.topic_webhooks_raw, conversation_id.encode(), "RawWebhook", mapping)
 
-    async def _reject_record(self, event: faust.EventT, ref: str, command_id: str, code: str, exc: Exception) -> None:
-        """A record that is not a usable command: FAILED result (key: its key) and the DLQ."""
+    async def _poison(self, event: faust.EventT, ticket: Ticket, ref: str, command_id: str, code: str, exc: Exception) -> None:
+        """A record that is no usable command: FAILED result (key: its key) and the DLQ; then its offset goes."""
         result = {
             "command_id": command_id,
             "conversation_ref": ref,
@@ -455,17 +585,23 @@ class CommandProcessor:
             "duplicate": False,
             "processed_at": _now(),
         }
-        await self._emit(self.connector.settings.topic_command_results, event.message.key, "CommandResult", result)
-        RESULTS.labels("UNKNOWN", "FAILED", "false").inc()
-        await self._dead_letter(event, event.message.key, code, type(exc).__name__, str(exc))
+        try:
+            await self._emit(self.connector.settings.topic_command_results, event.message.key, "CommandResult", result)
+            RESULTS.labels("UNKNOWN", "FAILED", "false").inc()
+            await self._dead_letter(event, code, type(exc).__name__, str(exc))
+        except NotDelivered as failed:
+            self._halt(ticket, event.message, failed)
+            return
+        ticket.done()
 
     async def _emit(self, topic: str, key: bytes | None, schema: str, record: dict[str, Any]) -> None:
-        """Append `record`, Avro-encoded under our registered `schema`, to `topic`."""
-        await self.connector.appender.append(topic, key, self.connector.codec.encode(schema, record))
+        """Append `record`, Avro-encoded under our registered `schema`, to `topic`, and wait until Kafka has it."""
+        await self.connector.appender.deliver(topic, key, self.connector.codec.encode(schema, record))
 
-    async def _dead_letter(self, event: faust.EventT, key: bytes | None, code: str, error_class: str, text: str) -> None:
+    async def _dead_letter(self, event: faust.EventT, code: str, error_class: str, text: str) -> None:
+        """The record, its headers and the error in headers, to the DLQ; its body is left out if the DLQ cannot take it."""
         message = event.message
-        headers = list(_header_items(message.headers)) + [
+        headers = [
             ("connector.error.class", error_class.encode()),
             ("connector.error.code", code.encode()),
             ("connector.error.message", text[:1000].encode("utf-8", "replace")),
@@ -473,7 +609,16 @@ class CommandProcessor:
             ("connector.source.partition", str(message.partition).encode()),
             ("connector.source.offset", str(message.offset).encode()),
         ]
-        await self.connector.appender.append(self.connector.settings.topic_commands_dlq, key, message.value, headers=headers)
+        dlq = self.connector.settings.topic_commands_dlq
+        try:
+            await self.connector.appender.deliver(dlq, message.key, message.value, headers=list(_header_items(message.headers)) + headers)
+        except NotDelivered as exc:
+            if not exc.too_large:
+                raise
+            size = len(message.value or b"") + len(message.key or b"")
+            logger.warning("%s[%s]@%s: DLQ copy too large (%d bytes); its body and headers are left out", message.topic, message.partition, message.offset, size)
+            dropped = [("connector.dlq.body.omitted", f"{type(exc.cause).__name__}: {size} bytes".encode()), ("connector.source.size", str(size).encode())]
+            await self.connector.appender.deliver(dlq, message.key, None, headers=headers + dropped)
         DLQ_RECORDS.labels(code).inc()
 
     def _result(self, command: Command, result_status: str, **fields: Any) -> dict[str, Any]:
@@ -552,6 +697,16 @@ def install(connector: Connector) -> None:
     connector.extras.setdefault("readiness", {})["commands"] = processor.ready
     app = connector.app
 
+    # Faust calls on_rebalance_start first thing when partitions are revoked, before it waits for the
+    # streams to ack what they hold; its on_partitions_revoked signal comes only after that wait.
+    rebalance_start = app.on_rebalance_start
+
+    def on_rebalance_start() -> None:
+        rebalance_start()
+        processor.revoke()
+
+    app.on_rebalance_start = on_rebalance_start  # type: ignore[method-assign]
+
     @app.agent(connector.commands, name="connector.commands", concurrency=1)
     async def commands(stream: faust.StreamT) -> None:
         await processor.start()
@@ -598,9 +753,9 @@ def _after_failure(conversation: Conversation, reason: str, now: int) -> Convers
 
 
 def _remember(current: Conversation | None, command: Command, result: dict[str, Any]) -> Conversation:
-    """The entry with `result` remembered; a ref never started gets a FAILED placeholder to hold it."""
-    base = current or Conversation(ref=command.ref, status=Status.FAILED, error="no conversation was started for this ref")
-    return base.remember(command.command_id, _remembered(result))
+    """The entry with `result` remembered (only commands of a ref that has an entry get here)."""
+    assert current is not None, command.ref
+    return current.remember(command.command_id, _remembered(result))
 
 
 def _rule_code(existing: Conversation | None, kind: CommandKind) -> str:
@@ -636,6 +791,22 @@ def _remembered(result: dict[str, Any]) -> dict[str, Any]:
 
 def _recalled(ref: str, command_id: str, stored: dict[str, Any]) -> dict[str, Any]:
     return {**_RESULT_DEFAULTS, **stored, "conversation_ref": ref, "command_id": command_id}
+
+
+def _settle_unacked(message: Any) -> None:
+    """Let Faust stop waiting for `message` without acking it, so that its offset is never committed here.
+
+    Faust's consumer waits, before a rebalance or a stop completes, until every record handed to a
+    stream is acked (`Consumer.wait_empty`); `Consumer.ack` would also record the offset for the
+    next commit. Marking the message acked is what that wait looks at, and nothing else.
+    """
+    message.acked = True
+
+
+def _command_id_of(record: dict[str, Any]) -> str | None:
+    """The command id of a decoded record, if it has a usable one."""
+    command_id = record.get("command_id")
+    return command_id if isinstance(command_id, str) and command_id.strip() else None
 
 
 def _header_items(headers: Any) -> Iterator[tuple[str, bytes]]:

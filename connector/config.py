@@ -25,6 +25,11 @@ __all__ = [
 ]
 
 ENV_PREFIX = "CONNECTOR_"
+# The largest request the connector's producers send (aiokafka's and Kafka's default, 1 MiB); a
+# raw webhook record is its body plus at most RECORD_OVERHEAD_BYTES of key, headers and framing.
+KAFKA_MAX_REQUEST_BYTES = 1_048_576
+RECORD_OVERHEAD_BYTES = 65_536
+MAX_WEBHOOK_BODY_BYTES = KAFKA_MAX_REQUEST_BYTES - RECORD_OVERHEAD_BYTES
 
 
 class Generation(str, enum.Enum):
@@ -127,11 +132,19 @@ class Settings(BaseSettings):
         "memory://", description="Faust table store: memory:// or rocksdb:// (needs the rocksdb extra)."
     )
     web_host: str = Field("0.0.0.0", description="Address the worker's web server binds.")
-    web_port: int = Field(6066, ge=1, le=65535, description="Port of the worker's web server (webhooks, health, metrics).")
+    web_port: int = Field(
+        6066, ge=1, le=65535, description="Public port: webhooks (POST /webhooks/8x8), /healthz and /readyz only."
+    )
+    admin_port: int = Field(
+        6067,
+        ge=1,
+        le=65535,
+        description="Internal port, never public: /metrics, /conversations/{ref} and Faust's routing between workers.",
+    )
     web_canonical_url: str | None = Field(
         None,
-        description="URL other workers use to reach this one (table routes), e.g. http://pod-0.svc:6066; "
-        "default http://<host name>:<web port>.",
+        description="URL other workers use to reach this one's admin port (table routes), e.g. "
+        "http://pod-0.svc:6067; default http://<web host, or the host name if 0.0.0.0>:<admin port>.",
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     event_loop: Literal["uvloop", "asyncio"] = Field(
@@ -145,12 +158,34 @@ class Settings(BaseSettings):
     webhook_replay_window_s: float = Field(
         300.0, gt=0, description="Largest distance of x-8x8-transmission-time from now, seconds (replay guard)."
     )
-    webhook_max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest webhook body accepted (413 above).")
+    webhook_max_body_bytes: int = Field(
+        524_288,
+        ge=1024,
+        description="Largest webhook body accepted (413 above); at most 983040, so that the record fits Kafka's 1 MiB.",
+    )
+    webhook_read_timeout_s: float = Field(
+        10.0, gt=0, description="How long the edge waits for a whole webhook body before answering 408 (slow senders)."
+    )
     webhook_append_timeout_s: float = Field(
         5.0, gt=0, description="How long the edge waits for Kafka's ack before answering 503 (8x8 retries)."
     )
     webhook_jwk_refetch_interval_s: float = Field(
-        5.0, gt=0, description="Unknown signing key ids are fetched at most once per this many seconds (burst 3)."
+        5.0,
+        gt=0,
+        description="A signing key id that was not found is fetched again after this many seconds, doubling per "
+        "miss (each id on its own budget; 503 meanwhile).",
+    )
+    webhook_jwk_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A cached signing key older than this is refreshed in the background while still served; "
+        "one that 8x8 no longer serves is dropped, one not confirmed for twice this long expires.",
+    )
+    webhook_replay_memory: int = Field(
+        100_000,
+        ge=1,
+        description="Signed event ids whose body digest the edge remembers for the replay window (a different body "
+        "under a remembered id is refused); the oldest are forgotten first beyond this.",
     )
     events_hold_max: int = Field(
         10_000, ge=0, description="Events held per worker while their conversation's ref is not known yet."
@@ -193,7 +228,13 @@ class Settings(BaseSettings):
     platform_generation: Generation = Field(
         Generation.CHAT_API_V2, description="8x8 API generation: chat-api-v2 or chat-gateway-v1."
     )
-    platform_base_url: str = Field("https://api.8x8.com", description="8x8 API base URL (the sandbox's in development).")
+    platform_base_url: str = Field(
+        "https://api.8x8.com", description="8x8 API base URL (https://; the sandbox's in development)."
+    )
+    platform_allow_insecure_http: bool = Field(
+        False,
+        description="Accept an http:// 8x8 base URL (keys fetched in clear text). The sandbox only: logged loudly.",
+    )
     platform_region: str = Field("us", description="Chat API v2 region in the path: us, eu, ca or ap.")
     platform_tenant_id: str = Field("", description="8x8 tenant id.")
     platform_api_key: SecretStr = Field(
@@ -250,6 +291,19 @@ class Settings(BaseSettings):
         for name in ("platform_base_url", "schema_registry_url"):
             if not getattr(self, name).startswith(("http://", "https://")):
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: {getattr(self, name)!r} is not an http(s) URL")
+        if self.platform_base_url.startswith("http://") and not self.platform_allow_insecure_http:
+            raise ValueError(
+                f"{ENV_PREFIX}PLATFORM_BASE_URL: {self.platform_base_url!r} is not https:// (signing keys would be "
+                f"fetched in clear text); set {ENV_PREFIX}PLATFORM_ALLOW_INSECURE_HTTP=true for the sandbox only"
+            )
+        if self.webhook_max_body_bytes > MAX_WEBHOOK_BODY_BYTES:
+            raise ValueError(
+                f"{ENV_PREFIX}WEBHOOK_MAX_BODY_BYTES: {self.webhook_max_body_bytes} is more than "
+                f"{MAX_WEBHOOK_BODY_BYTES}: a body that large does not fit a Kafka record of "
+                f"{KAFKA_MAX_REQUEST_BYTES} bytes with its headers, and 8x8 would retry it for ever"
+            )
+        if self.web_port == self.admin_port:
+            raise ValueError(f"{ENV_PREFIX}ADMIN_PORT: {self.admin_port} is also {ENV_PREFIX}WEB_PORT (the public port)")
         return self
 
     # --- derived values --------------------------------------------------------------------------

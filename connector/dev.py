@@ -45,6 +45,7 @@ def run_dev(settings: Settings, *, sandbox_port: int, generation: Generation, ec
                 {
                     "CONNECTOR_PLATFORM_GENERATION": generation.value,
                     "CONNECTOR_PLATFORM_BASE_URL": sandbox_url,
+                    "CONNECTOR_PLATFORM_ALLOW_INSECURE_HTTP": "true",  # the sandbox speaks plain HTTP
                     "CONNECTOR_PLATFORM_TENANT_ID": SANDBOX_TENANT,
                     "CONNECTOR_PLATFORM_API_KEY": SANDBOX_API_KEY,
                     "CONNECTOR_PLATFORM_API_SECRET": SANDBOX_API_SECRET,
@@ -100,6 +101,7 @@ def _stop(children: list[subprocess.Popen]) -> None:
 
 def _banner(settings: Settings, sandbox_url: str, webhook_url: str, generation: Generation, channel_id: str) -> str:
     worker = f"http://127.0.0.1:{settings.web_port}"
+    admin = f"http://127.0.0.1:{settings.admin_port}"
     return "\n".join(
         [
             "",
@@ -109,7 +111,8 @@ def _banner(settings: Settings, sandbox_url: str, webhook_url: str, generation: 
             f"  8x8 sandbox      {sandbox_url}  (admin: {sandbox_url}/_sandbox/info)",
             f"  console          {sandbox_url}/  (watch conversations, play the agent, set faults)",
             f"  generation       {generation.value}, channel {channel_id}, tenant {SANDBOX_TENANT}",
-            f"  worker           {worker}  (webhooks {webhook_url}, {worker}/healthz, /readyz, /metrics)",
+            f"  worker           {worker}  (webhooks {webhook_url}, {worker}/healthz, /readyz)",
+            f"  worker admin     {admin}  (internal: /metrics, /conversations/<ref>)",
             f"  topics           {', '.join(settings.topics().values())}",
             "",
             "Try: .venv/bin/connector send start --ref demo-1 --name Ada --text hello --wait",

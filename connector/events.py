@@ -247,7 +247,7 @@ class _EventAgent:
         await self._connector.codec.start()
         async for event in stream.events():
             try:
-                raw = await self._connector.codec.decode("RawWebhook", event.value)
+                raw = await self._connector.codec.decode_waiting("RawWebhook", event.value)
             except SchemaError as exc:
                 EVENTS_UNREADABLE.labels(self._connector.settings.topic_webhooks_raw).inc()
                 logger.error("skipped raw webhook at %s: %s", _where(event), exc)
@@ -388,7 +388,7 @@ def _status_agent(connector: Any) -> Any:
         await connector.codec.start()
         async for event in stream.events():
             try:
-                record = await connector.codec.decode("ChatEvent", event.value)
+                record = await connector.codec.decode_waiting("ChatEvent", event.value)
             except SchemaError as exc:
                 EVENTS_UNREADABLE.labels(connector.settings.topic_events).inc()
                 logger.error("skipped chat event at %s: %s", _where(event), exc)

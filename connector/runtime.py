@@ -1,7 +1,8 @@
 """Running the worker process: logging set up once, then Faust's worker with its signal handling.
 
 Faust stops on SIGTERM/SIGINT: it stops the consumers, lets agents finish the events in hand,
-commits offsets and flushes producers before it exits.
+commits offsets and flushes producers before it exits. A chat.webhooks.raw that cannot take the
+largest webhook the edge accepts stops the worker at start (exit 2), not each such webhook later.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 
 from connector.app import build
 from connector.config import Settings
+from connector.topics import check_webhook_topic
 
 __all__ = ["run_worker"]
 
@@ -25,6 +27,10 @@ def run_worker(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    refusal = check_webhook_topic(settings)
+    if refusal is not None:
+        logging.getLogger(__name__).error("invalid configuration: %s", refusal)
+        raise SystemExit(2)
     connector = build(settings)
     worker = faust.Worker(
         connector.app,

@@ -13,22 +13,25 @@ import asyncio
 import datetime
 import io
 import json
+import logging
 import struct
+import time
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 
 import fastavro
 import httpx
 from schema_registry.client import AsyncSchemaRegistryClient, SchemaRegistryClient
+from schema_registry.client.errors import ClientError
 from schema_registry.client.schema import AvroSchema
-
 
 from connector.config import Settings
 
 __all__ = [
     "SCHEMA_NAMES",
     "AvroCodec",
+    "RegistryUnavailable",
     "SchemaError",
     "async_registry",
     "load_schema",
@@ -38,12 +41,23 @@ __all__ = [
     "sync_registry",
 ]
 
+logger = logging.getLogger(__name__)
+
 SCHEMA_NAMES = ("ConversationCommand", "CommandResult", "ChatEvent", "ConversationTranscript", "RawWebhook")
 MAGIC_BYTE = 0
 
 
 class SchemaError(ValueError):
     """Bytes that are not a record of the expected schema (the reason says why)."""
+
+
+class RegistryUnavailable(Exception):
+    """The registry could not say what a schema id is now (network, 5xx, auth): worth asking again."""
+
+
+# How long an id the registry said does not exist is remembered, and how many such ids at most.
+_UNKNOWN_TTL_S = 300.0
+_UNKNOWN_MAX = 10_000
 
 
 @lru_cache(maxsize=None)
@@ -98,6 +112,7 @@ class AvroCodec:
         self._ids: dict[str, int] = {}
         self._parsed = {name: fastavro.parse_schema(load_schema(name)) for name in SCHEMA_NAMES}
         self._writers: dict[int, Any] = {}
+        self._unknown: dict[int, tuple[float, str]] = {}  # id -> (when, why it is no Avro schema of ours)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -135,38 +150,81 @@ class AvroCodec:
         return buffer.getvalue()
 
     async def decode(self, name: str, data: bytes | None) -> dict[str, Any]:
-        """The record in `data`, read as our schema `name`; SchemaError for anything else."""
+        """The record in `data`, read as our schema `name`.
+
+        SchemaError when the bytes are not such a record (for good); RegistryUnavailable when the
+        writer's schema could not be fetched now (the caller waits and asks again).
+        """
         schema_id = _schema_id_of(data)
         writer = self._writers.get(schema_id)
         if writer is None:
-            writer = await self._fetch_writer(schema_id)
+            self._check_unknown(schema_id)
+            try:
+                schema = await self._registry.get_by_id(schema_id)
+            except Exception as exc:  # the registry client raises several kinds
+                schema = self._refused(schema_id, exc)
+            writer = self._keep_writer(schema_id, schema)
         return self._read(name, writer, data)  # type: ignore[arg-type]
+
+    async def decode_waiting(self, name: str, data: bytes | None) -> dict[str, Any]:
+        """Like `decode`, but while the registry is unavailable it waits and asks again (the stream waits)."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.decode(name, data)
+            except RegistryUnavailable as exc:
+                logger.warning("%s; asking again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def decode_sync(self, name: str, data: bytes | None) -> dict[str, Any]:
         """Like `decode`, fetching an unknown writer schema with a blocking client."""
         schema_id = _schema_id_of(data)
         writer = self._writers.get(schema_id)
         if writer is None:
+            self._check_unknown(schema_id)
             try:
                 schema = sync_registry(self._settings).get_by_id(schema_id)
             except Exception as exc:  # the registry client raises several kinds
-                raise SchemaError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from None
+                schema = self._refused(schema_id, exc)
             writer = self._keep_writer(schema_id, schema)
         return self._read(name, writer, data)  # type: ignore[arg-type]
 
-    async def _fetch_writer(self, schema_id: int) -> Any:
-        try:
-            schema = await self._registry.get_by_id(schema_id)
-        except Exception as exc:  # the registry client raises several kinds
-            raise SchemaError(f"schema id {schema_id} could not be fetched from the registry: {exc}") from None
-        return self._keep_writer(schema_id, schema)
+    def _check_unknown(self, schema_id: int) -> None:
+        """SchemaError at once for an id the registry refused lately, without asking it again."""
+        known = self._unknown.get(schema_id)
+        if known is not None and time.monotonic() - known[0] < _UNKNOWN_TTL_S:
+            raise SchemaError(known[1])
 
-    def _keep_writer(self, schema_id: int, schema: AvroSchema | None) -> Any:
+    def _refused(self, schema_id: int, exc: Exception) -> NoReturn:
+        """Sort a failed look-up: no answer (network, an HTTP error, an unreadable body) may pass; a schema the client could not
+        build from the answer (Protobuf, broken Avro) is final."""
+        if not isinstance(exc, (httpx.HTTPError, ClientError, OSError, asyncio.TimeoutError, json.JSONDecodeError)):
+            self._not_avro(schema_id, f"schema id {schema_id} is not an Avro schema: {type(exc).__name__}: {exc}")
+        http_code = getattr(exc, "http_code", None)
+        raise RegistryUnavailable(
+            f"schema id {schema_id} could not be fetched from the registry: "
+            f"{type(exc).__name__}{f' (HTTP {http_code})' if http_code else ''}"
+        ) from None
+
+    def _keep_writer(self, schema_id: int, schema: Any) -> Any:
         if schema is None:
-            raise SchemaError(f"schema id {schema_id} is unknown to the registry")
-        writer = fastavro.parse_schema(schema.raw_schema)
+            self._not_avro(schema_id, f"schema id {schema_id} is unknown to the registry")
+        if getattr(schema, "schema_type", "AVRO") != "AVRO":
+            self._not_avro(schema_id, f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
+        try:
+            writer = fastavro.parse_schema(schema.raw_schema)
+        except Exception as exc:  # fastavro raises several kinds for what is no Avro schema
+            self._not_avro(schema_id, f"schema id {schema_id} is not a usable Avro schema: {type(exc).__name__}: {exc}")
         self._writers[schema_id] = writer
         return writer
+
+    def _not_avro(self, schema_id: int, reason: str) -> NoReturn:
+        """Remember that `schema_id` holds no Avro schema (for a while: it may be registered later) and say so."""
+        if len(self._unknown) >= _UNKNOWN_MAX:
+            self._unknown.pop(next(iter(self._unknown)))
+        self._unknown[schema_id] = (time.monotonic(), reason)
+        raise SchemaError(reason)
 
     def _read(self, name: str, writer: Any, data: bytes) -> dict[str, Any]:
         try:

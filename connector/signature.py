@@ -3,8 +3,12 @@
 The `x-8x8-signature` header is `BASE64URL(header) + ".." + BASE64URL(signature)` (RFC 7515 with the
 unencoded payload of RFC 7797). The signed payload is rebuilt here from the other `x-8x8-*` headers
 and the raw body, so tampering with either breaks the signature. Public keys are fetched as JWKs by
-key id from the configured 8x8 generation, cached as key objects, and unknown ids are fetched at a
-bounded rate so that forged key ids cannot turn the edge into a request amplifier.
+key id from the configured 8x8 generation and cached as key objects; each key id has its own fetch
+budget, so that junk ids can neither lock out 8x8's real keys nor turn the edge into an amplifier.
+
+8x8 signs only the CRC32 of the body, and a CRC32 is easy to forge: a captured signature verifies
+another body with the same CRC. `EventBodies` narrows that hole: within the replay window, a signed
+event id is accepted with one body only.
 """
 
 from __future__ import annotations
@@ -12,13 +16,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import functools
+import hashlib
 import json
+import logging
 import re
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -30,12 +39,16 @@ from connector.config import Generation, Settings
 __all__ = [
     "HEADERS",
     "Delivery",
+    "EventBodies",
     "JwkCache",
+    "KeyUnavailable",
     "SignatureError",
     "Verifier",
     "jwk_url",
     "signed_payload",
 ]
+
+logger = logging.getLogger(__name__)
 
 HEADERS = (
     "x-8x8-signature",
@@ -48,7 +61,15 @@ HEADERS = (
 
 
 class SignatureError(Exception):
-    """A webhook that is not authentic. `code` is a metric label; the message is safe to show and log."""
+    """A webhook that is not authentic. `code` is a metric label; the message is for the log, not the sender."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class KeyUnavailable(Exception):
+    """The signing key could not be had now (fetch refused by its budget, or 8x8 unreachable): 503, 8x8 retries."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -67,8 +88,9 @@ class Delivery:
 
 
 def jwk_url(settings: Settings, kid: str) -> str:
-    """Where the configured generation publishes the public key `kid`."""
+    """Where the configured generation publishes the public key `kid` (quoted, though the kid pattern needs none)."""
     base = settings.platform_base_url.rstrip("/")
+    kid = quote(kid, safe="")
     if settings.platform_generation is Generation.CHAT_API_V2:
         return f"{base}/vcc/{settings.platform_region}/chat/v2/jwk/{kid}/public"
     return f"{base}/chat-gateway/v1/jwk/{kid}/public"
@@ -90,27 +112,52 @@ def signed_payload(body: bytes, delivery: Delivery) -> bytes:
     ).encode()
 
 
+class _Miss(enum.Enum):
+    NOT_FOUND = "not found"  # 8x8 answered, and has no such key (or no usable one)
+    FAILED = "failed"  # no answer: network error, timeout, 5xx
+
+
+@dataclass
+class _Cached:
+    key: rsa.RSAPublicKey
+    confirmed_at: float
+
+
+@dataclass
+class _Backoff:
+    misses: int
+    retry_at: float
+
+
 class JwkCache:
-    """RSA public keys by key id: fetched once, kept as key objects; unknown ids fetched at a bounded rate."""
+    """RSA public keys by key id, each id on its own fetch budget.
+
+    A cached key is always served. Past `ttl_s` it is refreshed in the background while still
+    served; a refresh that finds it gone drops it, and a key not confirmed for twice `ttl_s`
+    expires. An id whose fetch missed is not fetched again before `retry_after_s`, doubling per
+    miss (at most 16 times); meanwhile `key` raises KeyUnavailable. At most `max_ids` missed ids are
+    remembered (the oldest forgotten first).
+    """
 
     def __init__(
         self,
         url_for: Callable[[str], str],
         client: httpx.AsyncClient,
         *,
-        refetch_interval_s: float = 5.0,
-        burst: int = 3,
+        ttl_s: float = 3600.0,
+        retry_after_s: float = 5.0,
+        max_ids: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url_for = url_for
         self._client = client
-        self._keys: dict[str, rsa.RSAPublicKey] = {}
-        self._inflight: dict[str, asyncio.Future[rsa.RSAPublicKey | None]] = {}
-        self._interval = refetch_interval_s
-        self._burst = burst
-        self._tokens = float(burst)
-        self._refilled = clock()
+        self._ttl = ttl_s
+        self._retry_after = retry_after_s
+        self._max_ids = max_ids
         self._clock = clock
+        self._keys: dict[str, _Cached] = {}
+        self._backoff: OrderedDict[str, _Backoff] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[rsa.RSAPublicKey | _Miss]] = {}
         self.fetches = 0
 
     def cached(self) -> int:
@@ -118,21 +165,24 @@ class JwkCache:
         return len(self._keys)
 
     async def key(self, kid: str) -> rsa.RSAPublicKey:
-        """The public key `kid`, from the cache or fetched; SignatureError when it cannot be had."""
-        key = self._keys.get(kid)
-        if key is not None:
-            return key
+        """The public key `kid`: SignatureError when 8x8 has no such key, KeyUnavailable when it cannot be had now."""
+        now = self._clock()
+        cached = self._keys.get(kid)
+        if cached is not None and now - cached.confirmed_at < 2 * self._ttl:
+            if now - cached.confirmed_at >= self._ttl and self._may_fetch(kid, now):
+                self._start_fetch(kid)  # refreshed in the background; served meanwhile
+            return cached.key
         pending = self._inflight.get(kid)
         if pending is None:
-            if not self._take_token():
-                raise SignatureError("unknown_key", "unknown signing key (not fetched: rate limit)")
-            pending = asyncio.ensure_future(self._fetch(kid))
-            self._inflight[kid] = pending
-            pending.add_done_callback(lambda _: self._inflight.pop(kid, None))
-        key = await asyncio.shield(pending)
-        if key is None:
+            if not self._may_fetch(kid, now):
+                raise KeyUnavailable("key_rate_limited", "signing key not fetched: its id missed recently")
+            pending = self._start_fetch(kid)
+        outcome = await asyncio.shield(pending)
+        if outcome is _Miss.NOT_FOUND:
             raise SignatureError("unknown_key", "unknown signing key")
-        return key
+        if outcome is _Miss.FAILED:
+            raise KeyUnavailable("key_unavailable", "signing key could not be fetched")
+        return outcome
 
     async def reachable(self, timeout: float = 2.0) -> bool:
         """Whether the key endpoint answers HTTP at all (any status): readiness when nothing is cached."""
@@ -142,34 +192,84 @@ class JwkCache:
             return False
         return True
 
-    async def _fetch(self, kid: str) -> rsa.RSAPublicKey | None:
+    def _may_fetch(self, kid: str, now: float) -> bool:
+        backoff = self._backoff.get(kid)
+        return kid not in self._inflight and (backoff is None or now >= backoff.retry_at)
+
+    def _start_fetch(self, kid: str) -> asyncio.Future[rsa.RSAPublicKey | _Miss]:
+        pending = asyncio.ensure_future(self._fetch(kid))
+        self._inflight[kid] = pending
+        pending.add_done_callback(lambda _: self._inflight.pop(kid, None))
+        return pending
+
+    async def _fetch(self, kid: str) -> rsa.RSAPublicKey | _Miss:
         self.fetches += 1
+        outcome = await self._get(kid)
+        now = self._clock()
+        if isinstance(outcome, _Miss):
+            if outcome is _Miss.NOT_FOUND:
+                self._keys.pop(kid, None)  # revoked, or never existed
+            previous = self._backoff.pop(kid, None)
+            misses = previous.misses + 1 if previous else 1
+            self._backoff[kid] = _Backoff(misses, now + self._retry_after * 2 ** min(misses - 1, 4))
+            while len(self._backoff) > self._max_ids:
+                self._backoff.popitem(last=False)
+            return outcome
+        self._backoff.pop(kid, None)
+        self._keys[kid] = _Cached(outcome, now)
+        return outcome
+
+    async def _get(self, kid: str) -> rsa.RSAPublicKey | _Miss:
+        """One GET of the key; failures are logged (the kid matched `_KID`, so it is safe to print)."""
         try:
             answer = await self._client.get(self._url_for(kid))
-        except httpx.HTTPError:
-            return None
+        except httpx.HTTPError as exc:
+            logger.warning("signing key %s not fetched: %s", kid[:64], type(exc).__name__)
+            return _Miss.FAILED
         if answer.status_code != 200:
-            return None
+            logger.warning("signing key %s not fetched: HTTP %d", kid[:64], answer.status_code)
+            return _Miss.FAILED if answer.status_code >= 500 or answer.status_code == 429 else _Miss.NOT_FOUND
         try:
-            # The specs declare a `string` answer; the example and the real answer are a JWK object.
-            key = _rsa_key(answer.json())
-        except (ValueError, TypeError, KeyError):
-            return None
-        self._keys[kid] = key
-        return key
+            return _rsa_key(_jwk_object(answer.content))
+        except (ValueError, TypeError, KeyError) as exc:
+            logger.warning("signing key %s not usable: %s", kid[:64], exc)
+            return _Miss.NOT_FOUND
 
-    def _take_token(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled) / self._interval)
-        self._refilled = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
+
+class EventBodies:
+    """The SHA-256 of the body accepted for each signed event id, until its signatures expire.
+
+    A CRC32 is all 8x8's signature binds of the body, so a captured signature also verifies a forged
+    body with the same CRC; the same event id with another body is refused here. Entries are kept
+    until the newest accepted delivery of the id leaves the replay window; beyond `max_entries` the
+    oldest are forgotten early (`evicted` counts them).
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self.evicted = 0
+
+    def admit(self, event_id: str, body: bytes, *, expires_ms: int, now_ms: int) -> bool:
+        """Remember `body` for `event_id` until `expires_ms`; False if another body is remembered for it."""
+        while self._entries and next(iter(self._entries.values()))[1] <= now_ms:
+            self._entries.popitem(last=False)
+        digest = hashlib.sha256(body).digest()
+        known = self._entries.get(event_id)
+        if known is not None and known[1] > now_ms:
+            if known[0] != digest:
+                return False
+            expires_ms = max(expires_ms, known[1])
+        self._entries[event_id] = (digest, expires_ms)
+        self._entries.move_to_end(event_id)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+            self.evicted += 1
         return True
 
 
 class Verifier:
-    """Checks one webhook POST: headers present, tenant, transmission time window, RS256 signature."""
+    """Checks one webhook POST: headers, tenant, transmission time window, RS256 signature, one body per event id."""
 
     def __init__(
         self,
@@ -177,34 +277,44 @@ class Verifier:
         *,
         tenant_id: str,
         window_s: float = 300.0,
+        bodies: EventBodies | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
         self._tenant_id = tenant_id
         self._window_ms = int(window_s * 1000)
+        self._bodies = bodies if bodies is not None else EventBodies()
         self._clock = clock
 
     async def verify(self, headers: Mapping[str, str], body: bytes) -> Delivery:
-        """The delivery's facts when the POST is authentic; SignatureError with a short reason otherwise."""
+        """The delivery's facts when the POST is authentic; SignatureError (or KeyUnavailable) otherwise."""
         delivery = _delivery(headers)
         if delivery.tenant_id != self._tenant_id:
             raise SignatureError("wrong_tenant", "tenant id is not the configured tenant")
-        skew = delivery.transmission_time - int(self._clock() * 1000)
+        now_ms = int(self._clock() * 1000)
+        skew = delivery.transmission_time - now_ms
         if skew < -self._window_ms:
             raise SignatureError("stale", "transmission time is too old (replay?)")
         if skew > self._window_ms:
             raise SignatureError("future", "transmission time is in the future")
         encoded_header, kid, signature = _parse_jws(headers["x-8x8-signature"])
-        key = await self._keys.key(kid)
-        signing_input = encoded_header + b"." + signed_payload(body, delivery)
         try:
-            key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+            payload = signed_payload(body, delivery)
+        except UnicodeEncodeError:  # a header that was not valid UTF-8 on the wire
+            raise SignatureError("malformed", "x-8x8-* headers are not valid UTF-8") from None
+        key = await self._keys.key(kid)
+        try:
+            key.verify(signature, encoded_header + b"." + payload, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             raise SignatureError("bad_signature", "signature does not match") from None
+        expires_ms = delivery.transmission_time + self._window_ms
+        if not self._bodies.admit(delivery.event_id, body, expires_ms=expires_ms, now_ms=now_ms):
+            raise SignatureError("body_mismatch", "another body was accepted under this event id (forged CRC?)")
         return delivery
 
 
-_KID = re.compile(r"[A-Za-z0-9_.=-]{1,200}")
+# 8x8's key ids are base64url; `.` and `..` must never reach the key URL's path.
+_KID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 def _delivery(headers: Mapping[str, str]) -> Delivery:
@@ -227,6 +337,8 @@ def _delivery(headers: Mapping[str, str]) -> Delivery:
 
 def _parse_jws(value: str) -> tuple[bytes, str, bytes]:
     """(encoded protected header, kid, signature) of a detached compact JWS, RS256 with b64=false only."""
+    if not value.isascii():
+        raise SignatureError("malformed", "signature is not ASCII")
     parts = value.split(".")
     if len(parts) != 3 or parts[1] != "":
         raise SignatureError("malformed", "signature is not a detached compact JWS")
@@ -242,7 +354,6 @@ def _kid_of(encoded_header: str) -> str:
     """The kid of an acceptable protected header (the same text for every delivery signed with one key)."""
     try:
         header = json.loads(_b64decode(encoded_header))
-        encoded_header.encode("ascii")
     except (ValueError, binascii.Error):
         raise SignatureError("malformed", "signature header is not valid base64url JSON") from None
     if not isinstance(header, dict):
@@ -259,6 +370,19 @@ def _kid_of(encoded_header: str) -> str:
 
 def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _jwk_object(content: bytes) -> dict:
+    """The JWK of a key endpoint's answer: a JSON object, or a JSON string holding one.
+
+    The specs declare a `string` answer; the example and the real answer are the object itself.
+    """
+    jwk = json.loads(content)
+    if isinstance(jwk, str):
+        jwk = json.loads(jwk)
+    if not isinstance(jwk, dict):
+        raise ValueError(f"answer is a JSON {type(jwk).__name__}, not a JWK object")
+    return jwk
 
 
 def _rsa_key(jwk: dict) -> rsa.RSAPublicKey:

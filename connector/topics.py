@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from connector.app import TABLES
-from connector.config import Settings
+from connector.config import RECORD_OVERHEAD_BYTES, Settings
 
-__all__ = ["TopicSpec", "assign_all", "create_topics", "topic_specs"]
+__all__ = ["TopicSpec", "assign_all", "check_webhook_topic", "create_topics", "topic_specs"]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 
@@ -39,8 +39,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     }
     for table in TABLES:
         specs[f"{settings.app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
+    # With acks=all, an acknowledged write is on min.insync.replicas brokers: 2 wherever there are 2.
+    durable = {"min.insync.replicas": str(min(2, settings.kafka_replication_factor))}
     return [
-        TopicSpec(name, settings.kafka_partitions, settings.kafka_replication_factor, config)
+        TopicSpec(name, settings.kafka_partitions, settings.kafka_replication_factor, {**config, **durable})
         for name, config in specs.items()
     ]
 
@@ -68,6 +70,37 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
         return outcome
     finally:
         admin.close()
+
+
+def check_webhook_topic(settings: Settings) -> str | None:
+    """Why chat.webhooks.raw cannot take the largest webhook the edge accepts, or None when it can.
+
+    A webhook whose record the topic refuses would be answered 503 and retried by 8x8 for ever.
+    A topic that does not exist yet, or a broker that does not answer or does not let us describe
+    the topic, is not a refusal (logged by the caller's Kafka clients anyway).
+    """
+    needed = settings.webhook_max_body_bytes + RECORD_OVERHEAD_BYTES
+    resource = ConfigResource(ConfigResourceType.TOPIC, settings.topic_webhooks_raw, configs={"max.message.bytes": None})
+    try:
+        admin = KafkaAdminClient(**settings.kafka_python_config(), request_timeout_ms=10_000)
+    except KafkaError:
+        return None
+    try:
+        if settings.topic_webhooks_raw not in admin.list_topics():
+            return None
+        described = admin.describe_configs([resource], config_filter="all")
+        allowed = int(described["topic"][settings.topic_webhooks_raw]["max.message.bytes"]["value"])
+    except (KafkaError, KeyError, ValueError):
+        return None
+    finally:
+        admin.close()
+    if allowed >= needed:
+        return None
+    return (
+        f"CONNECTOR_WEBHOOK_MAX_BODY_BYTES={settings.webhook_max_body_bytes} needs records of up to {needed} bytes, "
+        f"but {settings.topic_webhooks_raw} takes {allowed} (max.message.bytes): lower the limit to at most "
+        f"{allowed - RECORD_OVERHEAD_BYTES} or raise the topic's max.message.bytes"
+    )
 
 
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:

@@ -11,9 +11,18 @@ __all__ = ["record"]
 
 
 def record(
-    ref: str, conversation_id: str, generation: str, reason: str, command_id: str | None, read: ReadBack, now_ms: int
+    ref: str,
+    conversation_id: str,
+    generation: str,
+    reason: str,
+    command_id: str | None,
+    read: ReadBack,
+    now_ms: int,
+    *,
+    error: str | None = None,
 ) -> dict[str, Any]:
-    """The transcript record of `read` (reason ENDED or REQUESTED), ready for the Avro codec."""
+    """The transcript record of `read` (reason ENDED or REQUESTED), ready for the Avro codec; `error` when it
+    could not be read, and `read` is then empty."""
     return {
         "conversation_ref": ref,
         "conversation_id": conversation_id,
@@ -26,4 +35,5 @@ def record(
         "participants": read.participants,
         "interactions": read.interactions,
         "conversation_json": json.dumps(read.conversation, separators=(",", ":")),
+        "error": error,
     }

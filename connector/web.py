@@ -1,4 +1,9 @@
-"""The worker's operational endpoints: `GET /healthz`, `GET /readyz` and `GET /metrics`.
+"""The worker's two ports: the public one (webhooks, `/healthz`, `/readyz`) and the internal admin one.
+
+The public port is a plain aiohttp app, built from the routes the parts add to `PublicServer.routes`
+plus health; nothing else is on it, so it can later run without Faust. The admin port is Faust's
+own web server (table pages off): `/metrics` here, `/conversations/{ref}` (commands) and Faust's
+routing between workers; it must never be exposed outside the cluster.
 
 Readiness is the conjunction of named checks that the parts register in
 `connector.extras["readiness"]` (name -> async callable answering a bool), plus the Faust consumer
@@ -8,12 +13,15 @@ having partitions assigned. `/metrics` serves Prometheus' default registry, whic
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiohttp import web
 from faust.web import Request, Response, View
+from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-__all__ = ["install", "readiness"]
+__all__ = ["PublicServer", "install", "public_app", "readiness"]
 
 CHECK_TIMEOUT_S = 3.0
 
@@ -26,31 +34,78 @@ async def readiness(connector: Any) -> dict[str, bool]:
     return {"partitions": _assigned(connector.app), **dict(zip(names, results))}
 
 
+def public_app(routes: list[web.RouteDef], ready: Callable[[], Awaitable[dict[str, bool]]]) -> web.Application:
+    """An aiohttp app of `routes` plus `/healthz` and `/readyz` (200 when every check of `ready` passes, else 503)."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ready_view(request: web.Request) -> web.Response:
+        checks = await ready()
+        ok = all(checks.values())
+        return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+    app = web.Application()
+    app.add_routes([*routes, web.get("/healthz", health), web.get("/readyz", ready_view)])
+    return app
+
+
+class PublicServer(Service):
+    """Serves the public app on host:port; on stop, closes it and finishes the requests in hand (up to `grace_s`)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ready: Callable[[], Awaitable[dict[str, bool]]],
+        *,
+        grace_s: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.routes: list[web.RouteDef] = []
+        self._host = host
+        self._port = port
+        self._ready = ready
+        self._grace_s = grace_s
+        self._runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        # lingering_time: after an early answer (408, 413) an unread body is drained for 1 s at most.
+        runner = web.AppRunner(
+            public_app(self.routes, self._ready),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self._grace_s,
+            lingering_time=1.0,
+        )
+        await runner.setup()
+        await web.TCPSite(runner, self._host, self._port).start()
+        self._runner = runner
+
+    async def on_stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
 def install(connector: Any) -> None:
-    """Add the three views to the app."""
-    app = connector.app
+    """The public server (started with the app, before its consumer: health answers during recovery) and the
+    admin port's `/metrics`."""
+    settings = connector.settings
     connector.extras.setdefault("readiness", {})
+    server = PublicServer(
+        settings.web_host,
+        settings.web_port,
+        lambda: readiness(connector),
+        grace_s=settings.webhook_append_timeout_s + 1.0,
+    )
+    connector.extras["public"] = server
+    connector.app.add_dependency(server)
 
-    @app.page("/healthz")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            """The process is alive and its event loop answers."""
-            return self.json({"status": "ok"})
-
-    @app.page("/readyz")
-    class Ready(View):
-        async def get(self, request: Request) -> Response:
-            """200 when every check passes, else 503 naming the ones that do not."""
-            checks = await readiness(connector)
-            ready = all(checks.values())
-            return self.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
-
-    @app.page("/metrics")
+    @connector.app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             """Prometheus text exposition of the default registry."""
-            from aiohttp import web
-
             return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

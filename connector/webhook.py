@@ -1,9 +1,11 @@
 """The webhook edge: `POST /webhooks/8x8` verifies 8x8's signature and appends the raw event to Kafka.
 
-It does the least: size limit (413), signature (401), JSON (400), then one durable append to
-chat.webhooks.raw (acks=all, idempotent producer) and 2xx only once the broker acknowledged; 503
-when Kafka cannot take it in time, so that 8x8 sends it again. `WEB_HOOK_VERIFY` gets 2xx and is not
-published. Parsing, mapping and dedupe happen in the event agent. Bodies and secrets are never logged.
+It does the least: body read within a deadline (408) and a size limit (413), signature (401), JSON
+(400), then one durable append to chat.webhooks.raw (acks=all, idempotent producer) and 2xx only
+once the broker acknowledged; 503 when Kafka cannot take it in time or the signing key cannot be
+had now, so that 8x8 sends it again. `WEB_HOOK_VERIFY` gets 2xx and is not published. Parsing,
+mapping and dedupe happen in the event agent. Answers to the sender never say which check failed;
+the log line and the metric label do. Bodies, signatures and secrets are never logged or stored.
 """
 
 from __future__ import annotations
@@ -15,30 +17,42 @@ import time
 from typing import Any
 
 import httpx
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InvalidProducerIdMapping, OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId
-from faust.web import Request, Response, View
 from mode import Service
 from prometheus_client import Counter, Gauge, Histogram
 
-from connector.config import Settings
+from connector.config import KAFKA_MAX_REQUEST_BYTES, RECORD_OVERHEAD_BYTES, Settings
 from connector.events import event_id_of, event_key
-from connector.signature import HEADERS, JwkCache, SignatureError, Verifier, jwk_url
+from connector.schemas import AvroCodec
+from connector.signature import HEADERS, EventBodies, JwkCache, KeyUnavailable, SignatureError, Verifier, jwk_url
 
-__all__ = ["PATH", "WebhookProducer", "install"]
+__all__ = ["PATH", "Edge", "WebhookProducer", "install"]
 
 PATH = "/webhooks/8x8"
+# Stored with the record: the delivery headers except the signature, which must not be handed to
+# every reader of chat.webhooks.raw (with a forged body of the same CRC32 it would pass again).
+STORED_HEADERS = tuple(name for name in HEADERS if name != "x-8x8-signature")
 
 logger = logging.getLogger(__name__)
 
 REQUESTS = Counter("connector_webhook_requests_total", "Webhook POSTs by outcome.", ["outcome"])
 REJECTED = Counter("connector_webhook_rejected_total", "Webhook POSTs refused as not authentic, by reason.", ["reason"])
+KEY_UNAVAILABLE = Counter(
+    "connector_webhook_key_unavailable_total", "Webhook POSTs answered 503 because the signing key could not be had.", ["reason"]
+)
 LATENCY = Histogram(
     "connector_webhook_seconds",
     "Time from a webhook POST to its answer.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 VERIFYING = Gauge("connector_webhook_verification_enabled", "1 when webhook signatures are verified.")
+
+# A record batch of one record adds less than this to the key and the value.
+_BATCH_FRAMING_BYTES = 1024
+_UNAUTHORIZED = {"error": "not authenticated"}
+_UNAVAILABLE = {"error": "temporarily unavailable, retry"}
 
 
 class WebhookProducer:
@@ -117,6 +131,7 @@ class WebhookProducer:
             acks="all",
             enable_idempotence=True,
             linger_ms=1,
+            max_request_size=KAFKA_MAX_REQUEST_BYTES,
             request_timeout_ms=max(int(self._timeout_s * 1000), 5000),
         )
         await producer.start()
@@ -135,27 +150,15 @@ def settings_for_aiokafka(settings: Settings) -> dict[str, Any]:
 
 
 def install(connector: Any) -> None:
-    """Add the webhook view and the edge's producer to the app; expose readiness checks."""
+    """Add the webhook route to the public server, the edge's producer to the app, and readiness checks.
+
+    The producer starts once the worker has recovered its tables (webhooks get 503 until then, and
+    8x8 retries): a worker's own consumer was seen to skip records of chat.webhooks.raw appended
+    while it was starting up.
+    """
     settings: Settings = connector.settings
     producer = WebhookProducer(settings, settings.webhook_append_timeout_s)
-    verifier: Verifier | None = None
-    keys: JwkCache | None = None
-    if settings.webhook_verify_signatures:
-        client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
-        keys = JwkCache(
-            lambda kid: jwk_url(settings, kid), client, refetch_interval_s=settings.webhook_jwk_refetch_interval_s
-        )
-        verifier = Verifier(keys, tenant_id=settings.platform_tenant_id, window_s=settings.webhook_replay_window_s)
-        VERIFYING.set(1)
-        if not settings.platform_tenant_id:
-            logger.warning("CONNECTOR_PLATFORM_TENANT_ID is empty: every webhook will be refused (wrong tenant)")
-    else:
-        VERIFYING.set(0)
-        logger.warning(
-            "!!! webhook signature verification is OFF (CONNECTOR_WEBHOOK_VERIFY_SIGNATURES=false): "
-            "anyone who can reach %s can inject events. Development only. !!!",
-            PATH,
-        )
+    verifier, keys = _verifier(settings)
 
     @connector.app.service
     class _ProducerService(Service):
@@ -168,100 +171,145 @@ def install(connector: Any) -> None:
         async def on_stop(self) -> None:
             await producer.stop()
 
+    edge = Edge(settings, connector.codec, producer, verifier)
+    connector.extras["public"].routes.append(web.post(PATH, edge.handle))
     checks = connector.extras.setdefault("readiness", {})
     checks["kafka"] = producer.reachable
     if keys is not None:
         checks["jwk"] = _jwk_ready(keys)
 
-    edge = _Edge(connector, producer, verifier, settings.webhook_max_body_bytes)
 
-    @connector.app.page(PATH)
-    class WebhookView(View):
-        async def post(self, request: Request) -> Response:
-            return await edge.handle(request)
+def _verifier(settings: Settings) -> tuple[Verifier | None, JwkCache | None]:
+    """The verifier and its key cache, or (None, None) with a loud warning when verification is off."""
+    if settings.platform_base_url.startswith("http://"):
+        logger.warning(
+            "!!! CONNECTOR_PLATFORM_ALLOW_INSECURE_HTTP=true: 8x8 signing keys are fetched over plain HTTP from %s; "
+            "anyone on the path can forge webhooks. The sandbox only. !!!",
+            settings.platform_base_url,
+        )
+    if not settings.webhook_verify_signatures:
+        VERIFYING.set(0)
+        logger.warning(
+            "!!! webhook signature verification is OFF (CONNECTOR_WEBHOOK_VERIFY_SIGNATURES=false): "
+            "anyone who can reach %s can inject events. Development only. !!!",
+            PATH,
+        )
+        return None, None
+    keys = JwkCache(
+        lambda kid: jwk_url(settings, kid),
+        httpx.AsyncClient(timeout=httpx.Timeout(5.0)),
+        ttl_s=settings.webhook_jwk_ttl_s,
+        retry_after_s=settings.webhook_jwk_refetch_interval_s,
+    )
+    verifier = Verifier(
+        keys,
+        tenant_id=settings.platform_tenant_id,
+        window_s=settings.webhook_replay_window_s,
+        bodies=EventBodies(settings.webhook_replay_memory),
+    )
+    VERIFYING.set(1)
+    if not settings.platform_tenant_id:
+        logger.warning("CONNECTOR_PLATFORM_TENANT_ID is empty: every webhook will be refused (wrong tenant)")
+    return verifier, keys
 
 
-class _Edge:
-    def __init__(self, connector: Any, producer: WebhookProducer, verifier: Verifier | None, max_body: int) -> None:
-        self._connector = connector
+class Edge:
+    """One webhook POST from the request to its answer; a plain aiohttp handler, Faust not needed."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec, producer: WebhookProducer, verifier: Verifier | None) -> None:
+        self._codec = codec
         self._producer = producer
         self._verifier = verifier
-        self._max_body = max_body
-        self._generation = connector.settings.platform_generation.value
+        self._max_body = settings.webhook_max_body_bytes
+        self._read_timeout_s = settings.webhook_read_timeout_s
+        self._generation = settings.platform_generation.value
 
-    async def handle(self, request: Any) -> Any:
+    async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        status, reason, outcome = await self._handle(request)
+        status, answer, outcome = await self._handle(request)
         REQUESTS.labels(outcome).inc()
         LATENCY.observe(time.perf_counter() - started)
-        if status < 300:
-            return _answer(status)
-        return _answer(status, reason)
+        if status == 204:
+            return web.Response(status=204)
+        return web.json_response(answer, status=status)
 
-    async def _handle(self, request: Any) -> tuple[int, str, str]:
-        """(status, reason, outcome label) for one POST."""
-        body = await _read_limited(request, self._max_body)
+    async def _handle(self, request: web.Request) -> tuple[int, dict[str, str], str]:
+        """(status, JSON answer, outcome label) for one POST."""
+        try:
+            body = await _read_limited(request, self._max_body, self._read_timeout_s)
+        except TimeoutError:
+            logger.warning("webhook body not received within %.0f s (408) from %s", self._read_timeout_s, request.remote)
+            return 408, {"error": f"body not received within {self._read_timeout_s:g} s"}, "timeout"
         if body is None:
-            return 413, f"body larger than {self._max_body} bytes", "too_large"
+            return 413, {"error": f"body larger than {self._max_body} bytes"}, "too_large"
         headers = {name: request.headers[name] for name in HEADERS if name in request.headers}
         if self._verifier is not None:
             try:
                 await self._verifier.verify(headers, body)
             except SignatureError as exc:
                 REJECTED.labels(exc.code).inc()
-                logger.warning(
-                    "webhook refused (401): %s; event %s, %d bytes, from %s",
-                    exc,
-                    headers.get("x-8x8-event-id", "-")[:64],
-                    len(body),
-                    request.remote,
-                )
-                return 401, str(exc), "unauthorized"
+                _log_refusal(401, exc, headers, body, request)
+                return 401, _UNAUTHORIZED, "unauthorized"
+            except KeyUnavailable as exc:
+                KEY_UNAVAILABLE.labels(exc.code).inc()
+                _log_refusal(503, exc, headers, body, request)
+                return 503, _UNAVAILABLE, "key_unavailable"
         try:
             event = json.loads(body)
         except ValueError as exc:
-            return 400, f"body is not JSON: {exc}", "malformed"
+            return 400, {"error": f"body is not JSON: {exc}"}, "malformed"
         if not isinstance(event, dict):
-            return 400, "body is not a JSON object", "malformed"
+            return 400, {"error": "body is not a JSON object"}, "malformed"
         if event.get("eventType") == "WEB_HOOK_VERIFY":
-            return 204, "", "verify"
-        await self._connector.codec.start()
+            return 204, {}, "verify"
+        await self._codec.start()  # done once; here too, since the public port opens before the producer starts
         event_id = event_id_of(headers, body)
-        value = self._connector.codec.encode(
+        key = event_key(body, event_id).encode()
+        value = self._codec.encode(
             "RawWebhook",
             {
                 "kind": "WEBHOOK",
                 "generation": self._generation,
                 "body": body,
-                "headers": headers,
+                "headers": {name: headers[name] for name in STORED_HEADERS if name in headers},
                 "received_at": time.time_ns() // 1_000_000,
                 "conversation_ref": None,
             },
         )
-        if not await self._producer.append(event_key(body, event_id).encode(), value):
-            return 503, "Kafka did not acknowledge in time; retry", "unavailable"
-        return 204, "", "accepted"
+        if len(key) + len(value) + _BATCH_FRAMING_BYTES > self._max_body + RECORD_OVERHEAD_BYTES:
+            return 413, {"error": "webhook too large for one Kafka record"}, "too_large"
+        if not await self._producer.append(key, value):
+            return 503, _UNAVAILABLE, "unavailable"
+        return 204, {}, "accepted"
 
 
-async def _read_limited(request: Any, limit: int) -> bytes | None:
-    """The request body, or None when it is larger than `limit` (stops reading there)."""
+def _log_refusal(status: int, exc: Exception, headers: dict[str, str], body: bytes, request: web.Request) -> None:
+    """The precise reason, for the operator only (the sender gets a generic answer)."""
+    logger.warning(
+        "webhook refused (%d): %s; event %r, %d bytes, from %s",
+        status,
+        exc,
+        headers.get("x-8x8-event-id", "-")[:64],
+        len(body),
+        request.remote,
+    )
+
+
+async def _read_limited(request: web.Request, limit: int, timeout_s: float) -> bytes | None:
+    """The request body, or None when it is larger than `limit` (stops reading there).
+
+    TimeoutError when the whole body has not arrived within `timeout_s`: a sender trickling bytes
+    must not hold a connection and a task for ever.
+    """
     if request.content_length is not None and request.content_length > limit:
         return None
-    body = await request.content.read(limit + 1)
-    while len(body) <= limit and not request.content.at_eof():
-        chunk = await request.content.read(limit + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return None if len(body) > limit else body
-
-
-def _answer(status: int, reason: str = "") -> Any:
-    from aiohttp import web
-
-    if status == 204:
-        return web.Response(status=204)
-    return web.json_response({"error": reason}, status=status)
+    body = bytearray()
+    async with asyncio.timeout(timeout_s):
+        while chunk := await request.content.readany():
+            body += chunk
+            if len(body) > limit:
+                return None
+    return bytes(body)
 
 
 def _jwk_ready(keys: JwkCache) -> Any:

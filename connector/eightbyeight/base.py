@@ -23,6 +23,7 @@ __all__ = [
     "PlatformError",
     "ReadBack",
     "epoch_ms",
+    "text",
 ]
 
 # The customer/user property that carries the enterprise's ref, stamped on every conversation created.
@@ -162,3 +163,12 @@ def epoch_ms(value: Any) -> int | None:
         return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
     except ValueError:
         return None
+
+
+def text(value: Any) -> str | None:
+    """A string field of a record from what 8x8 sent: strings as they are, numbers as text, else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None

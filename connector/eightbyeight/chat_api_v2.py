@@ -16,8 +16,9 @@ from connector.eightbyeight.base import (
     PlatformError,
     ReadBack,
     epoch_ms,
+    text,
 )
-from connector.eightbyeight.http import ApiClient
+from connector.eightbyeight.http import ApiClient, conversation_id_of, items_of, json_body
 from connector.eightbyeight.transport import Reply
 
 __all__ = ["ChatApiV2"]
@@ -45,7 +46,7 @@ class ChatApiV2(Platform):
     async def create(self, conversation: NewConversation) -> str:
         self.check(conversation)
         response = await self._request("create", "POST", "/conversations", json=create_body(conversation))
-        return _conversation_id(response, "create")
+        return conversation_id_of(response, "create")
 
     async def send(self, conversation_id: str, text: str, author_type: str) -> None:
         await self._request(
@@ -58,27 +59,31 @@ class ChatApiV2(Platform):
     async def find_by_ref(self, ref: str) -> str | None:
         params = {f"customer.{CONNECTOR_REF}": ref, "status": "all", "order": "desc", "size": _FIND_PAGE_SIZE}
         response = await self._request("find", "GET", "/conversations", params=params)
-        for item in response.json().get("data") or ():
+        for item in items_of(json_body(response, "find").get("data"), "find", response, "data"):
             # Checked here too, in case a filter is ignored.
-            if (item.get("customer") or {}).get(CONNECTOR_REF) == ref and item.get("id"):
+            customer = item.get("customer")
+            if isinstance(customer, dict) and customer.get(CONNECTOR_REF) == ref and text(item.get("id")):
                 return str(item["id"])
         return None
 
     async def get(self, conversation_id: str) -> dict[str, Any]:
-        return (await self._request("get", "GET", f"/conversations/{_seg(conversation_id)}")).json()
+        return json_body(await self._request("get", "GET", f"/conversations/{_seg(conversation_id)}"), "get")
 
     async def read_back(self, conversation_id: str) -> ReadBack:
         path = f"/conversations/{_seg(conversation_id)}"
-        conversation = (await self._request("get", "GET", path)).json()
-        messages = (await self._request("messages", "GET", f"{path}/messages")).json()
-        participants = (await self._request("participants", "GET", f"{path}/participants")).json()
+        conversation = json_body(await self._request("get", "GET", path), "get")
+        answer = await self._request("messages", "GET", f"{path}/messages")
+        messages = items_of(json_body(answer, "messages").get("messages"), "messages", answer, "messages")
+        answer = await self._request("participants", "GET", f"{path}/participants")
         # Spec flaw: participants are declared as one object; 8x8 answers a list (bare or under a key).
+        participants = json_body(answer, "participants", (dict, list))
         if isinstance(participants, dict):
             participants = participants.get("participants") or participants.get("data") or [participants]
+        participants = items_of(participants, "participants", answer, "participants")
         return ReadBack(
-            status=conversation.get("status"),
+            status=text(conversation.get("status")),
             conversation=conversation,
-            messages=[_message(m) for m in messages.get("messages") or ()],
+            messages=[_message(m) for m in messages],
             participants=[_participant(p) for p in participants],
             interactions=[],
         )
@@ -121,15 +126,6 @@ def create_body(conversation: NewConversation) -> dict[str, Any]:
     return body
 
 
-def _conversation_id(response: Reply, operation: str) -> str:
-    try:
-        return str(response.json()["conversationId"])
-    except (ValueError, KeyError, TypeError):
-        raise PlatformError(
-            operation, "8x8 accepted the conversation but sent no conversationId", http_status=response.status_code
-        ) from None
-
-
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -140,11 +136,11 @@ def _seg(value: str) -> str:
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     return {
-        "message_id": message.get("id") or message.get("messageId"),
-        "author_type": message.get("authorType"),
-        "author_id": message.get("participantId") or message.get("senderId"),
-        "author_name": message.get("senderName"),
-        "text": message.get("originalText", message.get("text")),
+        "message_id": text(message.get("id") or message.get("messageId")),
+        "author_type": text(message.get("authorType")),
+        "author_id": text(message.get("participantId") or message.get("senderId")),
+        "author_name": text(message.get("senderName")),
+        "text": text(message.get("originalText", message.get("text"))),
         "created_at": epoch_ms(message.get("timestamp")),
         "raw_json": json.dumps(message, separators=(",", ":")),
     }
@@ -152,8 +148,8 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
 
 def _participant(participant: dict[str, Any]) -> dict[str, Any]:
     return {
-        "participant_id": participant.get("id"),
-        "participant_type": participant.get("type"),
-        "name": participant.get("name"),
+        "participant_id": text(participant.get("id")),
+        "participant_type": text(participant.get("type")),
+        "name": text(participant.get("name")),
         "raw_json": json.dumps(participant, separators=(",", ":")),
     }

@@ -13,8 +13,9 @@ from connector.eightbyeight.base import (
     PlatformError,
     ReadBack,
     epoch_ms,
+    text,
 )
-from connector.eightbyeight.http import ApiClient
+from connector.eightbyeight.http import ApiClient, conversation_id_of, items_of, json_body
 from connector.eightbyeight.transport import Reply
 
 __all__ = ["ChatGatewayV1"]
@@ -39,12 +40,7 @@ class ChatGatewayV1(Platform):
     async def create(self, conversation: NewConversation) -> str:
         self.check(conversation)
         response = await self._request("create", "POST", "/conversations", json=create_body(conversation))
-        try:
-            return str(response.json()["conversationId"])
-        except (ValueError, KeyError, TypeError):
-            raise PlatformError(
-                "create", "8x8 accepted the conversation but sent no conversationId", http_status=response.status_code
-            ) from None
+        return conversation_id_of(response, "create")
 
     async def send(self, conversation_id: str, text: str, author_type: str) -> None:
         await self._request(
@@ -66,11 +62,13 @@ class ChatGatewayV1(Platform):
         if not _FIQL_RESERVED & set(ref):
             params["filter"] = f"user.{CONNECTOR_REF}=={ref}"
         for page in range(self._find_max_pages):
-            body = (await self._request("find", "GET", "/conversations", params={**params, "page": page})).json()
-            for item in (body.get("_embedded") or {}).get("conversations") or ():
-                if _user_property(item.get("user") or {}, CONNECTOR_REF) == ref and item.get("id"):
-                    return str(item["id"])
-            if page + 1 >= int((body.get("page") or {}).get("totalPages") or 0):
+            answer = await self._request("find", "GET", "/conversations", params={**params, "page": page})
+            body = json_body(answer, "find")
+            for item in _embedded(body, "conversations", "find", answer):
+                user = item.get("user")
+                if isinstance(user, dict) and _user_property(user, CONNECTOR_REF) == ref and text(item.get("id")):
+                    return text(item["id"])
+            if page + 1 >= _total_pages(body):
                 return None
         raise PlatformError(
             "find", f"no conversation with {CONNECTOR_REF}={ref} in the newest {self._find_max_pages} pages",
@@ -78,16 +76,16 @@ class ChatGatewayV1(Platform):
         )
 
     async def get(self, conversation_id: str) -> dict[str, Any]:
-        return (await self._request("get", "GET", f"/conversations/{_seg(conversation_id)}")).json()
+        return json_body(await self._request("get", "GET", f"/conversations/{_seg(conversation_id)}"), "get")
 
     async def read_back(self, conversation_id: str) -> ReadBack:
         path = f"/conversations/{_seg(conversation_id)}"
-        conversation = (await self._request("get", "GET", path)).json()
+        conversation = json_body(await self._request("get", "GET", path), "get")
         messages = await self._all("messages", f"{path}/messages", {"sort": "createdAt:asc"})
         participants = await self._all("participants", f"{path}/participants", {})
         interactions = await self._all("interactions", f"{path}/interactions", {})
         return ReadBack(
-            status=conversation.get("state"),
+            status=text(conversation.get("state")),
             conversation=conversation,
             messages=[_message(m) for m in messages],
             participants=[_participant(p) for p in participants],
@@ -105,10 +103,11 @@ class ChatGatewayV1(Platform):
         items: list[dict[str, Any]] = []
         page = 0
         while True:
-            body = (await self._request(name, "GET", path, params={**params, "size": _PAGE_SIZE, "page": page})).json()
-            items.extend((body.get("_embedded") or {}).get(name) or ())
+            answer = await self._request(name, "GET", path, params={**params, "size": _PAGE_SIZE, "page": page})
+            body = json_body(answer, name)
+            items.extend(_embedded(body, name, name, answer))
             page += 1
-            if page >= int((body.get("page") or {}).get("totalPages") or 0):
+            if page >= _total_pages(body):
                 return items
 
 
@@ -135,6 +134,19 @@ def create_body(conversation: NewConversation) -> dict[str, Any]:
     return body
 
 
+def _embedded(body: dict[str, Any], name: str, operation: str, answer: Reply) -> list[dict[str, Any]]:
+    """The `_embedded.<name>` list of a paged answer, each item an object."""
+    embedded = body.get("_embedded")
+    return items_of(embedded.get(name) if isinstance(embedded, dict) else None, operation, answer, f"_embedded.{name}")
+
+
+def _total_pages(body: dict[str, Any]) -> int:
+    """`page.totalPages` of a paged answer; 0 when absent or not a number."""
+    page = body.get("page")
+    total = page.get("totalPages") if isinstance(page, dict) else None
+    return total if isinstance(total, int) and not isinstance(total, bool) else 0
+
+
 def _user_property(user: dict[str, Any], key: str) -> Any:
     for pair in user.get("additionalProperties") or ():
         if isinstance(pair, dict) and pair.get("key") == key:
@@ -151,13 +163,14 @@ def _raw(item: dict[str, Any]) -> str:
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
-    author = message.get("author") or {}
+    author = message.get("author")
+    author = author if isinstance(author, dict) else {}
     return {
-        "message_id": message.get("id"),
-        "author_type": author.get("type"),
-        "author_id": author.get("id"),
-        "author_name": author.get("name"),
-        "text": message.get("text"),
+        "message_id": text(message.get("id")),
+        "author_type": text(author.get("type")),
+        "author_id": text(author.get("id")),
+        "author_name": text(author.get("name")),
+        "text": text(message.get("text")),
         "created_at": epoch_ms(message.get("createdAt")),
         "raw_json": _raw(message),
     }
@@ -165,18 +178,18 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
 
 def _participant(participant: dict[str, Any]) -> dict[str, Any]:
     return {
-        "participant_id": participant.get("id"),
-        "participant_type": participant.get("type"),
-        "name": participant.get("name"),
+        "participant_id": text(participant.get("id")),
+        "participant_type": text(participant.get("type")),
+        "name": text(participant.get("name")),
         "raw_json": _raw(participant),
     }
 
 
 def _interaction(interaction: dict[str, Any]) -> dict[str, Any]:
     return {
-        "interaction_id": interaction.get("id"),
-        "agent_id": interaction.get("agentId"),
-        "queue_id": interaction.get("queueId"),
+        "interaction_id": text(interaction.get("id")),
+        "agent_id": text(interaction.get("agentId")),
+        "queue_id": text(interaction.get("queueId")),
         "started_at": epoch_ms(interaction.get("startTime")),
         "ended_at": epoch_ms(interaction.get("endTime")),
         "raw_json": _raw(interaction),

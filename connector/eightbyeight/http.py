@@ -17,10 +17,10 @@ import httpx
 import orjson
 from prometheus_client import Gauge, Histogram
 
-from connector.eightbyeight.base import PlatformError
+from connector.eightbyeight.base import PlatformError, text
 from connector.eightbyeight.transport import Reply, Sender
 
-__all__ = ["IN_FLIGHT", "REQUEST_SECONDS", "ApiClient", "parse_retry_after"]
+__all__ = ["IN_FLIGHT", "REQUEST_SECONDS", "ApiClient", "conversation_id_of", "items_of", "json_body", "parse_retry_after"]
 
 REQUEST_SECONDS = Histogram(
     "connector_8x8_request_seconds",
@@ -112,6 +112,38 @@ class ApiClient:
         child.observe(seconds)
 
 
+def json_body(response: Reply, operation: str, kind: type = dict) -> Any:
+    """The 2xx answer's JSON body, checked to be a `kind`; a PlatformError that says what came instead."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise _unexpected(operation, response, "a body that is not JSON") from None
+    if not isinstance(body, kind):
+        expected = _JSON_NAMES.get(kind, "an object or a list")
+        raise _unexpected(operation, response, f"a JSON {type(body).__name__} where {expected} was expected")
+    return body
+
+
+def conversation_id_of(response: Reply, operation: str) -> str:
+    """The `conversationId` of a create's answer (both generations); PlatformError when there is none."""
+    conversation_id = text(json_body(response, operation).get("conversationId"))
+    if not conversation_id:
+        raise PlatformError(
+            operation, "8x8 accepted the conversation but sent no conversationId", http_status=response.status_code
+        )
+    return conversation_id
+
+
+
+def items_of(value: Any, operation: str, response: Reply, where: str) -> list[dict[str, Any]]:
+    """The list at `where` in an answer (missing: empty), each item a JSON object; PlatformError otherwise."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _unexpected(operation, response, f"{where} that is not a list of objects")
+    return value
+
+
 def parse_retry_after(response: Reply) -> float | None:
     """Seconds from a `Retry-After` header (delta-seconds or HTTP date), or None."""
     value = response.headers.get("retry-after")
@@ -126,6 +158,15 @@ def parse_retry_after(response: Reply) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+_JSON_NAMES = {dict: "an object", list: "a list"}
+
+
+def _unexpected(operation: str, response: Reply, what: str) -> PlatformError:
+    return PlatformError(
+        operation, f"8x8 answered HTTP {response.status_code} with {what}", http_status=response.status_code, code="BAD_RESPONSE"
+    )
 
 
 def _status_error(operation: str, response: Reply) -> PlatformError:

@@ -125,7 +125,7 @@ def publisher_for() -> Iterator[Callable[[dict[str, str]], CommandPublisher]]:
     publishers: list[CommandPublisher] = []
 
     def make(env: dict[str, str]) -> CommandPublisher:
-        publisher = CommandPublisher(settings_of(env))
+        publisher = CommandPublisher(settings_of(env), wait=False)  # many commands; flush() checks them all
         publishers.append(publisher)
         return publisher
 
@@ -209,15 +209,18 @@ def readers() -> Iterator[Callable[..., Any]]:
         reader.close()
 
 
-def publish_workload(publisher: CommandPublisher, prefix: str, refs: int, messages: int) -> tuple[list[str], list[str]]:
-    """Start `refs` conversations, send each `messages` numbered messages ("<ref> #<n>"), end them all,
-    interleaved across refs; answers the refs and the command ids in publishing order."""
+def publish_workload(
+    publisher: CommandPublisher, prefix: str, refs: int, messages: int, *, end: bool = True
+) -> tuple[list[str], list[str]]:
+    """Start `refs` conversations, send each `messages` numbered messages ("<ref> #<n>"), end them all
+    (unless `end` is false), interleaved across refs; answers the refs and the command ids in publishing order."""
     run = uuid.uuid4().hex[:6]
     names = [f"{prefix}{run}-{i}" for i in range(refs)]
     ids = [publisher.start(ref, name=f"Customer {ref}") for ref in names]
     for n in range(messages):
         ids += [publisher.message(ref, f"{ref} #{n}") for ref in names]
-    ids += [publisher.end(ref) for ref in names]
+    if end:
+        ids += [publisher.end(ref) for ref in names]
     publisher.flush()
     return names, ids
 

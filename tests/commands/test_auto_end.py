@@ -16,7 +16,7 @@ from tests.commands.test_flow import _state, _wait_state
 pytestmark = pytest.mark.kafka
 
 
-def test_auto_end_after_the_agent_left(start_sandbox, connector_env, start_worker, publisher_for, readers, worker_port) -> None:
+def test_auto_end_after_the_agent_left(start_sandbox, connector_env, start_worker, publisher_for, readers) -> None:
     # One exchange, then the agent leaves; a free agent for each conversation.
     sandbox = start_sandbox("--exchanges", "1", "--agents", "4")
     env = connector_env(sandbox, "chat-api-v2", command_auto_end_s="2")
@@ -29,16 +29,16 @@ def test_auto_end_after_the_agent_left(start_sandbox, connector_env, start_worke
     publisher.flush()
     results.wait_for(started, 30)
     for ref in (idle, busy):
-        _wait_state(worker_port, ref, lambda s: s["status"] == "AGENT_JOINED")
+        _wait_state(env, ref, lambda s: s["status"] == "AGENT_JOINED")
         publisher.message(ref, "Where is my parcel?")
     publisher.flush()
-    left = {ref: _wait_state(worker_port, ref, lambda s: s["status"] == "AGENT_LEFT") for ref in (idle, busy)}
+    left = {ref: _wait_state(env, ref, lambda s: s["status"] == "AGENT_LEFT") for ref in (idle, busy)}
     # The customer of `busy` writes again at once: a new interaction, queued for an agent.
     reopened = publisher.message(busy, "One more question")
     publisher.flush()
     results.wait_for([reopened], 20)
 
-    ended = _wait_state(worker_port, idle, lambda s: s["status"] == "ENDED", timeout=30)
+    ended = _wait_state(env, idle, lambda s: s["status"] == "ENDED", timeout=30)
     assert ended["interaction_count"] == 1
     auto_id = f"auto-end:{idle}:{left[idle]['agent_left_at']}"
     (result,) = results.wait_for([auto_id], 20)[auto_id]
@@ -48,7 +48,7 @@ def test_auto_end_after_the_agent_left(start_sandbox, connector_env, start_worke
     assert len(ends) == 1 and ends[0]["status"] == 204
 
     # `busy`: re-opened; its first departure is never auto-ended (the next agent may leave too, later).
-    busy_state = _state(worker_port, busy)
+    busy_state = _state(env, busy)
     assert busy_state is not None and busy_state["interaction_count"] == 2
     first_departure = f"auto-end:{busy}:{left[busy]['agent_left_at']}"
     assert not [r for r in results.records if r["command_id"] == first_departure and r["status"] == "SUCCEEDED"]

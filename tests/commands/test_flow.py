@@ -21,16 +21,17 @@ from tests.commands.conftest import GENERATIONS, Results
 pytestmark = pytest.mark.kafka
 
 
-def _state(port: int, ref: str) -> dict[str, Any] | None:
-    response = httpx.get(f"http://127.0.0.1:{port}/conversations/{ref}", timeout=5)
+def _state(env: dict[str, str], ref: str) -> dict[str, Any] | None:
+    """The worker's view of `ref`, from its internal admin port."""
+    response = httpx.get(f"http://127.0.0.1:{env['CONNECTOR_ADMIN_PORT']}/conversations/{ref}", timeout=5)
     return response.json() if response.status_code == 200 else None
 
 
-def _wait_state(port: int, ref: str, check, timeout: float = 20.0) -> dict[str, Any]:
+def _wait_state(env: dict[str, str], ref: str, check, timeout: float = 20.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     state = None
     while time.monotonic() < deadline:
-        state = _state(port, ref)
+        state = _state(env, ref)
         if state is not None and check(state):
             return state
         time.sleep(0.1)
@@ -38,7 +39,7 @@ def _wait_state(port: int, ref: str, check, timeout: float = 20.0) -> dict[str, 
 
 
 @pytest.mark.parametrize("generation", GENERATIONS)
-def test_full_flow(generation, start_sandbox, connector_env, start_worker, publisher_for, readers, worker_port) -> None:
+def test_full_flow(generation, start_sandbox, connector_env, start_worker, publisher_for, readers) -> None:
     sandbox = start_sandbox("--exchanges", "1", "--transfer-probability", "1")
     env = connector_env(sandbox, generation)
     start_worker(env)
@@ -51,21 +52,21 @@ def test_full_flow(generation, start_sandbox, connector_env, start_worker, publi
     results.wait_for([started], 30)
     assert results.final(started)["status"] == "SUCCEEDED", results.final(started)
     conversation_id = results.final(started)["conversation_id"]
-    agent = _wait_state(worker_port, ref, lambda s: s["status"] == "AGENT_JOINED")["agent_id"]
+    agent = _wait_state(env, ref, lambda s: s["status"] == "AGENT_JOINED")["agent_id"]
 
     first = publisher.message(ref, "Where is my parcel?")
     publisher.flush()
     # The agent answers, transfers and leaves (not an end); another agent joins.
-    _wait_state(worker_port, ref, lambda s: s["status"] == "AGENT_JOINED" and s["agent_id"] not in (None, agent))
+    _wait_state(env, ref, lambda s: s["status"] == "AGENT_JOINED" and s["agent_id"] not in (None, agent))
     second = publisher.message(ref, "Thanks, anything else?")
     publisher.flush()
-    state = _wait_state(worker_port, ref, lambda s: s["status"] == "AGENT_LEFT")
+    state = _wait_state(env, ref, lambda s: s["status"] == "AGENT_LEFT")
     assert state["interaction_count"] == 1
 
     requeue = publisher.message(ref, "One more question")
     publisher.flush()
     results.wait_for([requeue], 20)
-    state = _wait_state(worker_port, ref, lambda s: s["interaction_count"] == 2 and s["status"] in ("QUEUED", "AGENT_JOINED"))
+    state = _wait_state(env, ref, lambda s: s["interaction_count"] == 2 and s["status"] in ("QUEUED", "AGENT_JOINED"))
 
     ended = publisher.end(ref)
     publisher.flush()
@@ -74,7 +75,7 @@ def test_full_flow(generation, start_sandbox, connector_env, start_worker, publi
         (result,) = by_id[command_id]
         assert result["status"] == "SUCCEEDED" and result["conversation_id"] == conversation_id, result
         assert not result["duplicate"] and result["generation"] == generation
-    state = _wait_state(worker_port, ref, lambda s: s["status"] == "ENDED")
+    state = _wait_state(env, ref, lambda s: s["status"] == "ENDED")
     assert state["conversation_id"] == conversation_id and len(state["recent_commands"]) == 5
 
     # The requests 8x8 got: one create, the three messages in order, the end; all valid per the sandbox.

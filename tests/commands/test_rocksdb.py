@@ -19,7 +19,7 @@ from tests.commands.test_flow import _wait_state
 pytestmark = pytest.mark.kafka
 
 
-def test_state_in_rocksdb_survives_a_restart(start_sandbox, connector_env, start_worker, publisher_for, readers, worker_port) -> None:
+def test_state_in_rocksdb_survives_a_restart(start_sandbox, connector_env, start_worker, publisher_for, readers) -> None:
     sandbox = start_sandbox("--exchanges", "0")  # the agent joins and stays
     env = connector_env(sandbox, "chat-gateway-v1", table_store="rocksdb://")
     worker = start_worker(env)
@@ -31,7 +31,7 @@ def test_state_in_rocksdb_survives_a_restart(start_sandbox, connector_env, start
     first = publisher.message(ref, "Where is my parcel?")
     publisher.flush()
     results.wait_for([started, first], 30)
-    joined = _wait_state(worker_port, ref, lambda s: s["status"] == "AGENT_JOINED")  # written by the event agent
+    joined = _wait_state(env, ref, lambda s: s["status"] == "AGENT_JOINED")  # written by the event agent
     assert any(Path(env["CONNECTOR_DATA_DIR"]).rglob("*.sst")) or any(Path(env["CONNECTOR_DATA_DIR"]).rglob("CURRENT"))
 
     worker.send_signal(signal.SIGTERM)
@@ -46,7 +46,7 @@ def test_state_in_rocksdb_survives_a_restart(start_sandbox, connector_env, start
     repeat = [r for r in by_id[again] if r["duplicate"]]
     assert len(repeat) == 1 and repeat[0]["status"] == "SUCCEEDED"
     assert by_id[second][0]["status"] == "SUCCEEDED" and not by_id[second][0]["duplicate"]
-    state = _wait_state(worker_port, ref, lambda s: second in s["recent_commands"])
+    state = _wait_state(env, ref, lambda s: second in s["recent_commands"])
     assert state["conversation_id"] == joined["conversation_id"] and state["status"] == "AGENT_JOINED"
     sent = [r["body"]["text"] for r in sandbox.requests() if r["method"] == "POST" and r["path"].endswith("/messages")]
     assert sent == ["Where is my parcel?", "Any news?"]  # the repeated command did not reach 8x8 again

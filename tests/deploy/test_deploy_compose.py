@@ -182,6 +182,7 @@ def test_the_services_point_at_each_other(services: dict[str, dict[str, Any]], c
     assert settings.table_store == "rocksdb://"
     assert any(volume.endswith(f":{settings.data_dir}") for volume in worker["volumes"])
     assert f"{settings.web_port}:{settings.web_port}" in worker["ports"]
+    assert f"127.0.0.1:{settings.admin_port}:{settings.admin_port}" in worker["ports"], "internal port: this host only"
     health = " ".join(worker["healthcheck"]["test"])
     assert f"127.0.0.1:{settings.web_port}/healthz" in health and "urllib" in health
 

@@ -1,4 +1,5 @@
-"""Helpers of the ingress tests: the sandbox on its own loop, signed POSTs, Kafka readers, Avro through the registry."""
+"""Helpers of the ingress tests: the sandbox or a bare key endpoint on their own loop, signed POSTs, Kafka readers,
+Avro through the registry."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import fastavro
 import httpx
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -26,8 +28,8 @@ from connector.sandbox.config import SandboxConfig
 from connector.sandbox.server import RunningSandbox, start_sandbox
 from connector.schemas import load_schema, subjects, sync_registry
 from connector.topics import create_topics
-from tests.conftest import settings_of
-from tests.unit.test_signature import b64url
+from tests.conftest import free_port, settings_of
+from tests.unit.test_signature import b64url, jwk
 
 
 class SandboxThread:
@@ -88,6 +90,55 @@ def sandbox(ingress_env: dict[str, str]) -> Iterator[SandboxThread]:
     )
     yield thread
     thread.stop()
+
+
+class KeyServer:
+    """8x8's JWK endpoint and nothing else, on its own loop in a thread; records every path asked for.
+
+    `serve(kid, key)` publishes a key (`as_string`: as a JSON string holding the JWK, which is what
+    8x8's specs declare); any other path answers 404.
+    """
+
+    def __init__(self) -> None:
+        self.jwks: dict[str, Any] = {}
+        self.paths: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="keys", daemon=True)
+        self._thread.start()
+
+        async def answer(request: web.Request) -> web.Response:
+            self.paths.append(request.path)
+            parts = request.path.split("/")
+            if request.path.startswith("/vcc/") and parts[-1] == "public" and parts[-2] in self.jwks:
+                return web.json_response(self.jwks[parts[-2]])
+            return web.json_response({"error": "not found"}, status=404)
+
+        async def start() -> web.AppRunner:
+            app = web.Application()
+            app.router.add_route("*", "/{path:.*}", answer)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            self.url = f"http://127.0.0.1:{port}"
+            return runner
+
+        self._runner = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def serve(self, kid: str, key: rsa.RSAPrivateKey, *, as_string: bool = False) -> None:
+        self.jwks[kid] = json.dumps(jwk(key, kid)) if as_string else jwk(key, kid)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def key_server() -> Iterator[KeyServer]:
+    server = KeyServer()
+    yield server
+    server.stop()
 
 
 # --- signing -------------------------------------------------------------------------------------
@@ -213,7 +264,13 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 
 def worker_url(env: dict[str, str]) -> str:
+    """The worker's public port: webhooks and health."""
     return f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}"
+
+
+def admin_url(env: dict[str, str]) -> str:
+    """The worker's internal admin port: metrics, conversations, Faust's routing."""
+    return f"http://127.0.0.1:{env['CONNECTOR_ADMIN_PORT']}"
 
 
 def post(env: dict[str, str], body: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.ingress.conftest import (
     Avro,
+    admin_url,
     chat_events,
     consume,
     post,
@@ -43,7 +44,7 @@ def test_edge(ingress_env, sandbox, start_worker, table_store):
     body = body_of("conv-1", queueId="9")
     now = time.time_ns() // 1_000_000
 
-    # --- refused as not authentic: 401, short reason, nothing published -----------------------------
+    # --- refused as not authentic: 401, one generic answer (the reason is logged), nothing published --
     wrong_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     good = signed_headers(body, key, kid)
     none_header = base64.urlsafe_b64encode(b'{"b64":false,"crit":["b64"],"kid":"%s","alg":"none"}' % kid.encode())
@@ -65,11 +66,12 @@ def test_edge(ingress_env, sandbox, start_worker, table_store):
         "missing signature": (body, {k: v for k, v in good.items() if k != "x-8x8-signature"}),
         "wrong tenant": (body, signed_headers(body, key, kid, tenant="another-tenant")),
     }
+    answers = set()
     for case, (sent_body, headers) in refused.items():
         answer = post(env, sent_body, headers)
         assert answer.status_code == 401, (case, answer.status_code, answer.text)
-        assert answer.json()["error"] and len(answer.json()["error"]) < 100, case
-        assert b"QUEUED" not in answer.content, case
+        answers.add(answer.content)
+    assert answers == {b'{"error": "not authenticated"}'}, "the answer must not say which check failed"
 
     # --- other answers ---------------------------------------------------------------------------
     verify = json.dumps({"eventType": "WEB_HOOK_VERIFY", "notificationVersion": "v2.0"}).encode()
@@ -103,15 +105,15 @@ def test_edge(ingress_env, sandbox, start_worker, table_store):
     assert sorted(r["headers"]["x-8x8-event-id"] for r in webhooks) == ["dup-1", "dup-1", "dup-1", "orphan-1"]
     assert webhooks[0]["generation"] == "chat-api-v2" and webhooks[0]["body"] in (body, orphan)
     assert set(webhooks[0]["headers"]) == {
-        "x-8x8-signature", "x-8x8-tenant-id", "x-8x8-customer-id", "x-8x8-event-id", "x-8x8-transmission-time", "x-8x8-retry"
-    }
+        "x-8x8-tenant-id", "x-8x8-customer-id", "x-8x8-event-id", "x-8x8-transmission-time", "x-8x8-retry"
+    }, "the signature is not stored: with a forged body of the same CRC32 it would pass again"
 
     # --- health, readiness, metrics --------------------------------------------------------------
     base = worker_url(env)
     assert httpx.get(f"{base}/healthz").status_code == 200
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 200 and all(ready.json()["checks"].values()), ready.text
-    metrics = httpx.get(f"{base}/metrics").text
+    metrics = httpx.get(f"{admin_url(env)}/metrics").text
     for line in (
         'connector_webhook_rejected_total{reason="bad_signature"} 3.0',
         'connector_webhook_rejected_total{reason="bad_alg"} 2.0',

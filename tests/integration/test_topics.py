@@ -26,3 +26,21 @@ def test_topics_are_created_once_then_found(settings: Settings) -> None:
         assert "cleanup.policy" in text and "compact" in text
     finally:
         admin.close()
+
+
+def test_acked_writes_are_on_two_replicas_wherever_there_are_two(settings: Settings) -> None:
+    """acks=all means min.insync.replicas brokers: min(2, replication factor) on every topic created."""
+    three = settings.model_copy(update={"kafka_replication_factor": 3})
+    assert {spec.config["min.insync.replicas"] for spec in topic_specs(three)} == {"2"}
+    assert {spec.config["min.insync.replicas"] for spec in topic_specs(settings)} == {"1"}  # the local broker: one
+    create_topics(settings)
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs={"min.insync.replicas": None})
+                     for name in (settings.topic_webhooks_raw, f"{settings.app_id}-refs-changelog")]
+        described = admin.describe_configs(resources, config_filter="all")["topic"]
+        for name, configs in described.items():
+            assert configs["min.insync.replicas"]["value"] == "1", name
+            assert configs["min.insync.replicas"]["config_source"] == "DYNAMIC_TOPIC_CONFIG", f"{name}: set by topics create"
+    finally:
+        admin.close()

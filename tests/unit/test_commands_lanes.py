@@ -67,7 +67,7 @@ async def test_a_failing_item_does_not_stop_its_lane() -> None:
 def test_acks_only_a_contiguous_prefix_per_partition() -> None:
     acked: list[tuple[int, int]] = []
     acks = InOrderAcks()
-    done = {(p, o): acks.track(p, lambda p=p, o=o: acked.append((p, o))) for p in (0, 1) for o in range(4)}
+    done = {(p, o): acks.track(p, lambda p=p, o=o: acked.append((p, o)), list).done for p in (0, 1) for o in range(4)}
     done[(0, 2)]()
     done[(0, 1)]()
     done[(1, 0)]()
@@ -79,6 +79,52 @@ def test_acks_only_a_contiguous_prefix_per_partition() -> None:
         done[(1, o)]()
     assert acked[-4:] == [(0, 3), (1, 1), (1, 2), (1, 3)]
     assert acks.pending() == 0
+
+
+def test_an_abandoned_record_is_never_acked_nor_anything_after_it_in_its_partition() -> None:
+    acked: list[tuple[int, int]] = []
+    forgotten: list[tuple[int, int]] = []
+    acks = InOrderAcks()
+    tickets = {
+        (p, o): acks.track(p, lambda p=p, o=o: acked.append((p, o)), lambda p=p, o=o: forgotten.append((p, o)))
+        for p in (0, 1)
+        for o in range(4)
+    }
+    tickets[(0, 0)].done()
+    tickets[(0, 2)].done()  # finished, waiting for (0, 1)
+    tickets[(0, 1)].abandon()
+    assert forgotten == [(0, 1)]
+    tickets[(0, 3)].done()  # finished after the abandon: released without an ack
+    tickets[(0, 2)].abandon()  # gone with (0, 1) already: only released
+    for o in range(4):
+        tickets[(1, o)].done()
+    assert acked == [(0, 0), (1, 0), (1, 1), (1, 2), (1, 3)]
+    assert forgotten == [(0, 1), (0, 3), (0, 2)]
+    assert acks.pending() == 0
+
+
+async def test_waiting_items_are_taken_back_and_running_lanes_cancelled() -> None:
+    started: list[tuple[str, int]] = []
+    release = asyncio.Event()
+
+    async def run(item: tuple[str, int]) -> None:
+        started.append(item)
+        await release.wait()
+
+    lanes: Lanes[str, tuple[str, int]] = Lanes(run, max_buffered=4)
+    for item in [("a", 0), ("a", 1), ("b", 0), ("a", 2)]:
+        await lanes.put(item[0], item)
+    blocked = asyncio.ensure_future(lanes.put("c", ("c", 0)))  # the lanes are full
+    await asyncio.sleep(0.01)
+    assert not blocked.done() and started == [("a", 0), ("b", 0)]
+    assert lanes.take_waiting() == [("a", 1), ("a", 2)]
+    await asyncio.wait_for(blocked, 1)  # room again
+    assert lanes.cancel(lambda item: item[0] == "a") == 1
+    await asyncio.sleep(0.01)
+    assert lanes.active == 2 and lanes.buffered == 2  # b and c still run
+    release.set()
+    await lanes.join()
+    assert started == [("a", 0), ("b", 0), ("c", 0)] and lanes.buffered == 0 and lanes.active == 0
 
 
 def test_a_record_read_again_in_the_same_generation_is_not_a_first_read() -> None:

@@ -20,6 +20,7 @@ def test_defaults_follow_the_architecture() -> None:
     settings = load_settings()
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.web_port == 6066
+    assert settings.admin_port == 6067
     assert settings.platform_generation is Generation.CHAT_API_V2
     assert settings.platform_base_url == "https://api.8x8.com"
     assert settings.topics() == {
@@ -52,6 +53,30 @@ def test_a_wrong_value_names_the_variable_and_what_is_allowed(
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert expected in str(info.value)
+
+
+def test_plain_http_8x8_needs_an_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over http:// anyone on the path could swap the signing keys: the sandbox only, said out loud."""
+    monkeypatch.setenv("CONNECTOR_PLATFORM_BASE_URL", "http://127.0.0.1:8088")
+    with pytest.raises(ConfigError, match="CONNECTOR_PLATFORM_BASE_URL: 'http://127.0.0.1:8088' is not https://"):
+        load_settings()
+    monkeypatch.setenv("CONNECTOR_PLATFORM_ALLOW_INSECURE_HTTP", "true")
+    assert load_settings().platform_base_url == "http://127.0.0.1:8088"
+
+
+def test_webhook_body_limit_must_fit_a_kafka_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past it, a webhook would get 503 for ever (the producer refuses the record) and 8x8 retry it for ever."""
+    monkeypatch.setenv("CONNECTOR_WEBHOOK_MAX_BODY_BYTES", "1048576")
+    with pytest.raises(ConfigError, match="CONNECTOR_WEBHOOK_MAX_BODY_BYTES: 1048576 is more than 983040"):
+        load_settings()
+    monkeypatch.setenv("CONNECTOR_WEBHOOK_MAX_BODY_BYTES", "983040")
+    assert load_settings().webhook_max_body_bytes == 983040
+
+
+def test_admin_port_is_not_the_public_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONNECTOR_ADMIN_PORT", "6066")
+    with pytest.raises(ConfigError, match="CONNECTOR_ADMIN_PORT: 6066 is also CONNECTOR_WEB_PORT"):
+        load_settings()
 
 
 def test_sasl_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,9 +1,11 @@
-"""The webhook signature verifier against an independent signer written from API.md."""
+"""The webhook signature verifier against an independent signer written from API.md, and its key cache."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import zlib
 
 import httpx
@@ -12,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from connector.config import Generation, load_settings
-from connector.signature import JwkCache, SignatureError, Verifier, jwk_url
+from connector.signature import EventBodies, JwkCache, KeyUnavailable, SignatureError, Verifier, jwk_url
 
 TENANT = "tenant-1"
 NOW_MS = 1_700_000_000_000
@@ -52,6 +54,35 @@ def sign(
     }
 
 
+def forge_crc32(prefix: bytes, suffix: bytes, target: int, width: int = 64) -> bytes:
+    """prefix + `width` letters (each a or c) + suffix whose CRC32 is `target`: anyone can do this.
+
+    CRC32 is affine over GF(2): flipping bit 1 of letter i changes the CRC by a fixed e_i, so the
+    letters to flip solve sum(e_i) = crc(base) ^ target (Gaussian elimination on 32-bit vectors).
+    """
+    base = bytearray(prefix + b"a" * width + suffix)
+    start = zlib.crc32(base)
+    pivots: dict[int, tuple[int, int]] = {}  # top bit -> (effect, letters flipped to get it)
+    for i in range(width):
+        flipped = bytearray(base)
+        flipped[len(prefix) + i] ^= 0x02
+        effect, letters = zlib.crc32(flipped) ^ start, 1 << i
+        while effect:
+            top = effect.bit_length() - 1
+            if top not in pivots:
+                pivots[top] = (effect, letters)
+                break
+            effect, letters = effect ^ pivots[top][0], letters ^ pivots[top][1]
+    goal, letters = start ^ target, 0
+    while goal:
+        effect, flips = pivots[goal.bit_length() - 1]
+        goal, letters = goal ^ effect, letters ^ flips
+    for i in range(width):
+        if letters >> i & 1:
+            base[len(prefix) + i] ^= 0x02
+    return bytes(base)
+
+
 def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, str]:
     numbers = key.public_key().public_numbers()
     as_bytes = lambda v: v.to_bytes((v.bit_length() + 7) // 8, "big")  # noqa: E731
@@ -69,18 +100,34 @@ def other_key() -> rsa.RSAPrivateKey:
 
 
 class Keys:
-    """A JWK endpoint serving `key` as kid-1, counting requests."""
+    """A JWK endpoint serving `key` as kid-1, counting requests; `down` makes it answer 503."""
 
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
-        self.jwks = {"kid-1": jwk(key, "kid-1")}
+        self.jwks: dict[str, object] = {"kid-1": jwk(key, "kid-1")}
         self.requests: list[str] = []
+        self.down = False
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request.url.path)
         kid = request.url.path.split("/")[-2]
+        if self.down:
+            return httpx.Response(503, json={"error": "unavailable"})
         if kid in self.jwks:
             return httpx.Response(200, json=self.jwks[kid])
         return httpx.Response(404, json={"error": "not found"})
+
+    def fetches(self, kid: str) -> int:
+        return self.requests.count(f"/vcc/us/chat/v2/jwk/{kid}/public")
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -89,9 +136,20 @@ def keys(key: rsa.RSAPrivateKey) -> Keys:
 
 
 @pytest.fixture
-def verifier(keys: Keys) -> Verifier:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def cache(keys: Keys, clock: Clock) -> JwkCache:
     client = httpx.AsyncClient(transport=httpx.MockTransport(keys.handler))
-    cache = JwkCache(lambda kid: f"https://8x8.test/vcc/us/chat/v2/jwk/{kid}/public", client, refetch_interval_s=60)
+    return JwkCache(
+        lambda kid: f"https://8x8.test/vcc/us/chat/v2/jwk/{kid}/public", client, ttl_s=3600, retry_after_s=5, clock=clock
+    )
+
+
+@pytest.fixture
+def verifier(cache: JwkCache) -> Verifier:
     return Verifier(cache, tenant_id=TENANT, window_s=300, clock=lambda: NOW_MS / 1000)
 
 
@@ -160,15 +218,102 @@ async def test_unencoded_payload_must_be_declared(verifier, key):
     assert await refused(verifier, headers) == "malformed"
 
 
-async def test_unknown_kid_is_fetched_at_a_bounded_rate(verifier, key, keys):
-    for _ in range(10):
-        assert await refused(verifier, sign(key=key, kid="kid-unknown")) == "unknown_key"
-    assert keys.requests.count("/vcc/us/chat/v2/jwk/kid-unknown/public") == 3  # the burst, then nothing
-
-
-async def test_rotated_key_is_fetched_when_first_seen(verifier, keys, other_key):
+async def test_junk_key_ids_do_not_lock_out_a_genuine_key(verifier, key, keys, other_key):
+    """Each key id has its own budget: many junk ids, then 8x8's rotated key is still fetched."""
+    for n in range(20):
+        assert await refused(verifier, sign(key=key, kid=f"junk-{n}")) == "unknown_key"
     keys.jwks["kid-2"] = jwk(other_key, "kid-2")
     await verifier.verify(sign(key=other_key, kid="kid-2"), BODY)
+    await verifier.verify(sign(key=key, event_id="ev-2"), BODY)
+    assert keys.fetches("kid-2") == keys.fetches("kid-1") == 1
+
+
+async def test_a_missed_key_id_backs_off_with_503_then_is_fetched_again(verifier, key, keys, other_key, clock):
+    """A key 8x8 has not published yet: 401, then 503 (8x8 retries) while its id backs off, then accepted."""
+    steps = [  # (seconds later, answer, fetches so far): retried after 5 s, then 10 s, then 20 s
+        (0.0, SignatureError, 1),
+        (4.9, KeyUnavailable, 1),
+        (0.2, SignatureError, 2),
+        (9.0, KeyUnavailable, 2),
+        (1.1, SignatureError, 3),
+        (19.0, KeyUnavailable, 3),
+    ]
+    for seconds, answer, fetches in steps:
+        clock.now += seconds
+        with pytest.raises((SignatureError, KeyUnavailable)) as caught:
+            await verifier.verify(sign(key=other_key, kid="kid-2"), BODY)
+        assert type(caught.value) is answer and keys.fetches("kid-2") == fetches, (clock.now, caught.value)
+    keys.jwks["kid-2"] = jwk(other_key, "kid-2")
+    clock.now += 1.1
+    await verifier.verify(sign(key=other_key, kid="kid-2"), BODY)
+    assert keys.fetches("kid-2") == 4
+
+
+async def test_key_refused_by_the_limiter_is_503_not_401(cache, keys):
+    with pytest.raises(SignatureError):
+        await cache.key("kid-9")
+    with pytest.raises(KeyUnavailable) as caught:
+        await cache.key("kid-9")
+    assert caught.value.code == "key_rate_limited" and keys.fetches("kid-9") == 1
+
+
+async def test_cached_key_is_served_and_refreshed_in_the_background_after_its_ttl(verifier, cache, key, keys, clock):
+    await verifier.verify(sign(key=key), BODY)
+    clock.now += 3599
+    await verifier.verify(sign(key=key, event_id="ev-2"), BODY)
+    assert keys.fetches("kid-1") == 1
+    keys.down = True
+    clock.now += 2  # past the TTL: served, refreshed in the background (which fails: still served)
+    await verifier.verify(sign(key=key, event_id="ev-3"), BODY)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert keys.fetches("kid-1") == 2
+    await verifier.verify(sign(key=key, event_id="ev-4"), BODY)
+    keys.down = False
+    clock.now += 6  # the failed refresh's back-off is over: refreshed again, confirmed
+    await verifier.verify(sign(key=key, event_id="ev-5"), BODY)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert keys.fetches("kid-1") == 3
+    clock.now += 3599
+    await verifier.verify(sign(key=key, event_id="ev-6"), BODY)
+    assert keys.fetches("kid-1") == 3, "confirmed by the refresh: fresh again"
+
+
+async def test_revoked_key_stops_working(verifier, key, keys, clock):
+    await verifier.verify(sign(key=key), BODY)
+    del keys.jwks["kid-1"]  # 8x8 revoked it
+    clock.now += 3601
+    await verifier.verify(sign(key=key, event_id="ev-2"), BODY)  # still served while the refresh runs
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert keys.fetches("kid-1") == 2
+    with pytest.raises((SignatureError, KeyUnavailable)):
+        await verifier.verify(sign(key=key, event_id="ev-3"), BODY)
+
+
+async def test_key_not_confirmed_for_twice_its_ttl_expires(verifier, key, keys, clock):
+    await verifier.verify(sign(key=key), BODY)
+    keys.down = True
+    clock.now += 7201
+    with pytest.raises(KeyUnavailable):
+        await verifier.verify(sign(key=key, event_id="ev-2"), BODY)
+
+
+@pytest.mark.parametrize("answer", ["string", "object"])
+async def test_jwk_served_as_a_json_string_or_object(verifier, key, keys, answer):
+    """The specs declare the key endpoint's answer a `string`: a JSON string holding the JWK is accepted too."""
+    if answer == "string":
+        keys.jwks["kid-1"] = json.dumps(keys.jwks["kid-1"])
+    await verifier.verify(sign(key=key), BODY)
+
+
+@pytest.mark.parametrize("answer", [["not", "a", "jwk"], 42, "not json", '"a string in a string"', {"kty": "EC"}, {"kty": "RSA"}])
+async def test_unusable_jwk_is_a_failed_fetch_not_a_crash(verifier, key, keys, answer, caplog):
+    keys.jwks["kid-1"] = answer
+    with caplog.at_level(logging.WARNING, logger="connector.signature"):
+        assert await refused(verifier, sign(key=key)) == "unknown_key"
+    assert "signing key kid-1 not usable" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -196,18 +341,58 @@ async def test_non_integer_times(verifier, key):
     assert await refused(verifier, sign(key=key) | {"x-8x8-retry": "x"}) == "malformed"
 
 
-async def test_kid_cannot_escape_the_key_path(verifier, key):
-    assert await refused(verifier, sign(key=key, kid="../../admin")) == "malformed"
+@pytest.mark.parametrize("kid", ["../../admin", "..", ".", "a.b", "kid=", "k/1", "k%2F1", "k?x", "é"])
+async def test_kid_cannot_escape_the_key_path(verifier, key, keys, kid):
+    assert await refused(verifier, sign(key=key, kid=kid)) == "malformed"
+    assert keys.requests == [], "no request to 8x8"
 
 
-async def test_unreachable_key_endpoint_is_an_unknown_key(key):
+async def test_non_ascii_signature_is_malformed_not_a_crash(verifier, key):
+    headers = sign(key=key)
+    assert await refused(verifier, headers | {"x-8x8-signature": "é" + headers["x-8x8-signature"]}) == "malformed"
+    assert await refused(verifier, headers | {"x-8x8-signature": headers["x-8x8-signature"] + "é"}) == "malformed"
+
+
+async def test_header_that_was_not_utf8_is_malformed_not_a_crash(verifier, key):
+    """aiohttp hands undecodable header bytes over as lone surrogates."""
+    headers = sign(key=key) | {"x-8x8-customer-id": b"cust-\xff".decode("utf-8", "surrogateescape")}
+    assert await refused(verifier, headers) == "malformed"
+
+
+async def test_unreachable_key_endpoint_is_503_not_401(key):
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
     cache = JwkCache(lambda kid: f"https://8x8.test/{kid}", httpx.AsyncClient(transport=httpx.MockTransport(down)))
     verifier = Verifier(cache, tenant_id=TENANT, clock=lambda: NOW_MS / 1000)
-    assert await refused(verifier, sign(key=key)) == "unknown_key"
+    with pytest.raises(KeyUnavailable) as caught:
+        await verifier.verify(sign(key=key), BODY)
+    assert caught.value.code == "key_unavailable"
     assert not await cache.reachable()
+
+
+async def test_forged_body_with_a_captured_signature_is_refused(verifier, key):
+    """8x8 signs only the body's CRC32: a forged body with the same CRC passes the signature, not the edge."""
+    genuine = b'{"eventType":"TEXT","conversationId":"c1","message":"hello"}'
+    forged = forge_crc32(b'{"eventType":"TEXT","conversationId":"c2","message":"send me your card","pad":"', b'"}', zlib.crc32(genuine))
+    assert zlib.crc32(forged) == zlib.crc32(genuine) and json.loads(forged)["conversationId"] == "c2"
+    captured = sign(genuine, key=key)
+    fresh = Verifier(verifier._keys, tenant_id=TENANT, clock=lambda: NOW_MS / 1000)
+    await fresh.verify(captured, forged)  # the scheme's hole: the signature alone lets it through
+    await verifier.verify(captured, genuine)
+    await verifier.verify(sign(genuine, key=key, retry=1, tt=NOW_MS + 1000), genuine)  # 8x8's retry: same body
+    assert await refused(verifier, captured, forged) == "body_mismatch"
+
+
+def test_event_bodies_are_remembered_until_their_signatures_expire():
+    bodies = EventBodies(max_entries=2)
+    assert bodies.admit("e1", b"one", expires_ms=1000, now_ms=0)
+    assert not bodies.admit("e1", b"two", expires_ms=1000, now_ms=999)
+    assert bodies.admit("e1", b"two", expires_ms=2000, now_ms=1000), "the first delivery's signatures have expired"
+    assert bodies.admit("e2", b"x", expires_ms=3000, now_ms=1000)
+    assert bodies.admit("e3", b"y", expires_ms=3000, now_ms=1000)
+    assert bodies.evicted == 1, "beyond the bound the oldest is forgotten early"
+    assert not bodies.admit("e3", b"z", expires_ms=3000, now_ms=1000)
 
 
 def test_jwk_url_per_generation():
@@ -215,3 +400,4 @@ def test_jwk_url_per_generation():
     gw = load_settings(platform_base_url="https://api.8x8.com", platform_generation=Generation.CHAT_GATEWAY_V1)
     assert jwk_url(v2, "k") == "https://api.8x8.com/vcc/eu/chat/v2/jwk/k/public"
     assert jwk_url(gw, "k") == "https://api.8x8.com/chat-gateway/v1/jwk/k/public"
+    assert jwk_url(v2, "a/../b") == "https://api.8x8.com/vcc/eu/chat/v2/jwk/a%2F..%2Fb/public"
