@@ -99,6 +99,8 @@ BAD_VALUES = {
     "negative-replicas": ({"replicaCount": -1}, ["/replicaCount", "minimum"]),
     "region": ({"config": {"platform": {"region": "mars"}}}, ["/config/platform/region", "'us', 'eu', 'ca', 'ap'"]),
     "web-port": ({"webPort": 70000}, ["/webPort", "maximum"]),
+    "admin-port-is-web-port": ({"adminPort": 6066}, ["adminPort (6066) must differ from webPort"]),
+    "network-policy-without-peers": ({"networkPolicy": {"webhookFrom": []}}, ["/networkPolicy/webhookFrom", "minItems"]),
     "security-protocol": ({"config": {"kafka": {"securityProtocol": "SASL"}}}, ["/config/kafka/securityProtocol", "SASL_SSL"]),
     "table-store": ({"config": {"tableStore": "redis://"}}, ["/config/tableStore"]),
     "bootstrap-servers": ({"config": {"kafka": {"bootstrapServers": "kafka"}}}, ["/config/kafka/bootstrapServers"]),
@@ -159,8 +161,12 @@ def test_production_statefulset(render: Render) -> None:
     assert "emptyDir" in volumes["tmp"] and "data" not in volumes
 
     # probes, port, command
-    port = int(config["CONNECTOR_WEB_PORT"])
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    port, admin = int(config["CONNECTOR_WEB_PORT"]), int(config["CONNECTOR_ADMIN_PORT"])
+    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"},
+                                  {"name": "admin", "containerPort": admin, "protocol": "TCP"}]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CONNECTOR_WEB_CANONICAL_URL"] == f"http://$(POD_NAME).{headless['metadata']['name']}.$(POD_NAMESPACE).svc:{admin}", (
+        "Faust routes /conversations to the owning worker's admin port")
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
@@ -217,7 +223,8 @@ def test_production_network_scaling_monitoring(render: Render) -> None:
     web = next(s for s in result.kind("Service") if s["spec"].get("clusterIP") != "None")
     headless = result.one("Service", "-headless")
     assert labels_match(web["spec"]["selector"], pod_labels)
-    assert [p["name"] for p in web["spec"]["ports"]] == ["http"]
+    assert [(p["name"], p["targetPort"]) for p in web["spec"]["ports"]] == [("http", "http")], "only the webhook port is public"
+    assert [(p["name"], p["port"]) for p in headless["spec"]["ports"]] == [("admin", int(config["CONNECTOR_ADMIN_PORT"]))]
 
     ingress = result.one("Ingress")
     (tls,) = ingress["spec"]["tls"]
@@ -240,11 +247,36 @@ def test_production_network_scaling_monitoring(render: Render) -> None:
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     selector = monitor["spec"]["selector"]["matchLabels"]
-    assert labels_match(selector, web["metadata"]["labels"])
-    assert not labels_match(selector, headless["metadata"]["labels"]), "each pod scraped once"
+    assert labels_match(selector, headless["metadata"]["labels"])
+    assert not labels_match(selector, web["metadata"]["labels"]), "each pod scraped once, on the admin port"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["chat"]}
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert endpoint["port"] == "admin" and endpoint["path"] == "/metrics"
+
+
+@pytest.mark.parametrize("scenario", ["default", "production"])
+def test_network_policy_admits_the_ingress_to_the_webhook_port_and_only_insiders_to_the_admin_port(
+    render: Render, scenario: str
+) -> None:
+    result = rendered_ok(render, scenario)
+    pod_labels = result.one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    policy = result.one("NetworkPolicy")["spec"]
+    assert labels_match(policy["podSelector"]["matchLabels"], pod_labels)
+    assert policy["policyTypes"] == ["Ingress"]
+    webhook, admin = policy["ingress"]
+    assert webhook["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert webhook["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+                                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}]
+    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    own, monitoring = admin["from"]
+    assert own == {"podSelector": {"matchLabels": result.one("StatefulSet")["spec"]["selector"]["matchLabels"]}}
+    assert monitoring == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+
+
+def test_network_policy_can_be_turned_off(render: Render) -> None:
+    result = render(DEFAULT, {"networkPolicy": {"enabled": False}})
+    assert result.returncode == 0, result.stderr
+    assert result.kind("NetworkPolicy") == []
 
 
 def test_topics_hook_job(render: Render) -> None:
@@ -341,7 +373,7 @@ def test_connector_accepts_the_rendered_settings(render: Render, scenario: str, 
                         value = str(fake)
                     patch.setenv(name, value)
                 settings = load_settings()
-            assert settings.web_port == 6066
+            assert settings.web_port == 6066 and settings.admin_port == 6067
             if kind == "StatefulSet":
                 assert settings.platform_api_key.get_secret_value().startswith("dummy-")
             if settings.kafka_security_protocol.value.startswith("SASL"):

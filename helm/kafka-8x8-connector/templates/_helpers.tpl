@@ -92,6 +92,9 @@ to set. Included by every template that needs the values to be consistent.
 {{- if and $v.ingress.enabled $v.ingress.tls.enabled (not $v.ingress.tls.secretName) }}
 {{- fail "ingress.tls.secretName is required when ingress.tls.enabled (the Secret with the certificate of ingress.host)" }}
 {{- end }}
+{{- if eq (int $v.webPort) (int $v.adminPort) }}
+{{- fail (printf "adminPort (%d) must differ from webPort: the admin port is internal, the webhook port public" (int $v.adminPort)) }}
+{{- end }}
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) is greater than autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- end }}
@@ -147,6 +150,7 @@ CONNECTOR_DATA_DIR: {{ .Values.dataDir | quote }}
 CONNECTOR_TABLE_STORE: {{ $c.tableStore | quote }}
 CONNECTOR_WEB_HOST: "0.0.0.0"
 CONNECTOR_WEB_PORT: {{ .Values.webPort | toString | quote }}
+CONNECTOR_ADMIN_PORT: {{ .Values.adminPort | toString | quote }}
 CONNECTOR_LOG_LEVEL: {{ $c.logLevel | quote }}
 CONNECTOR_PLATFORM_GENERATION: {{ $c.platform.generation | quote }}
 CONNECTOR_PLATFORM_BASE_URL: {{ $c.platform.baseUrl | quote }}
