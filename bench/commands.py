@@ -347,7 +347,7 @@ def _rss(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[s
     )
     try:
         _wait(lambda: _ready(env), 300, "worker (rss)")
-        url = f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}"
+        url = f"http://127.0.0.1:{env['CONNECTOR_ADMIN_PORT']}"  # the internal port: /conversations
         probe = httpx.get(f"{url}/conversations/rss-{args.rss - 1}", timeout=10)
         assert probe.status_code == 200, probe.text
         time.sleep(2)
