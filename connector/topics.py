@@ -80,16 +80,17 @@ def check_webhook_topic(settings: Settings) -> str | None:
     the topic, is not a refusal (logged by the caller's Kafka clients anyway).
     """
     needed = settings.webhook_max_body_bytes + RECORD_OVERHEAD_BYTES
-    resource = ConfigResource(ConfigResourceType.TOPIC, settings.topic_webhooks_raw, configs={"max.message.bytes": None})
+    topic = settings.topic_webhooks_raw
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})
     try:
         admin = KafkaAdminClient(**settings.kafka_python_config(), request_timeout_ms=10_000)
     except KafkaError:
         return None
     try:
-        if settings.topic_webhooks_raw not in admin.list_topics():
+        if topic not in admin.list_topics():
             return None
         described = admin.describe_configs([resource], config_filter="all")
-        allowed = int(described["topic"][settings.topic_webhooks_raw]["max.message.bytes"]["value"])
+        allowed = int(described["topic"][topic]["max.message.bytes"]["value"])
     except (KafkaError, KeyError, ValueError):
         return None
     finally:
@@ -98,7 +99,7 @@ def check_webhook_topic(settings: Settings) -> str | None:
         return None
     return (
         f"CONNECTOR_WEBHOOK_MAX_BODY_BYTES={settings.webhook_max_body_bytes} needs records of up to {needed} bytes, "
-        f"but {settings.topic_webhooks_raw} takes {allowed} (max.message.bytes): lower the limit to at most "
+        f"but {topic} takes {allowed} (max.message.bytes): lower the limit to at most "
         f"{allowed - RECORD_OVERHEAD_BYTES} or raise the topic's max.message.bytes"
     )
 

@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 REQUESTS = Counter("connector_webhook_requests_total", "Webhook POSTs by outcome.", ["outcome"])
 REJECTED = Counter("connector_webhook_rejected_total", "Webhook POSTs refused as not authentic, by reason.", ["reason"])
 KEY_UNAVAILABLE = Counter(
-    "connector_webhook_key_unavailable_total", "Webhook POSTs answered 503 because the signing key could not be had.", ["reason"]
+    "connector_webhook_key_unavailable_total",
+    "Webhook POSTs answered 503 because the signing key could not be had now.",
+    ["reason"],
 )
 LATENCY = Histogram(
     "connector_webhook_seconds",
@@ -216,7 +218,9 @@ def _verifier(settings: Settings) -> tuple[Verifier | None, JwkCache | None]:
 class Edge:
     """One webhook POST from the request to its answer; a plain aiohttp handler, Faust not needed."""
 
-    def __init__(self, settings: Settings, codec: AvroCodec, producer: WebhookProducer, verifier: Verifier | None) -> None:
+    def __init__(
+        self, settings: Settings, codec: AvroCodec, producer: WebhookProducer, verifier: Verifier | None
+    ) -> None:
         self._codec = codec
         self._producer = producer
         self._verifier = verifier
@@ -225,6 +229,7 @@ class Edge:
         self._generation = settings.platform_generation.value
 
     async def handle(self, request: web.Request) -> web.Response:
+        """The aiohttp handler of `POST /webhooks/8x8`: the answer, counted and timed."""
         started = time.perf_counter()
         status, answer, outcome = await self._handle(request)
         REQUESTS.labels(outcome).inc()
@@ -238,7 +243,7 @@ class Edge:
         try:
             body = await _read_limited(request, self._max_body, self._read_timeout_s)
         except TimeoutError:
-            logger.warning("webhook body not received within %.0f s (408) from %s", self._read_timeout_s, request.remote)
+            logger.warning("webhook body not received within %g s (408) from %s", self._read_timeout_s, request.remote)
             return 408, {"error": f"body not received within {self._read_timeout_s:g} s"}, "timeout"
         if body is None:
             return 413, {"error": f"body larger than {self._max_body} bytes"}, "too_large"
