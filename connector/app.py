@@ -14,7 +14,7 @@ from typing import Any
 import faust
 
 from connector.appender import Appender
-from connector.config import Settings
+from connector.config import RECORD_OVERHEAD_BYTES, Settings
 from connector.schemas import AvroCodec
 
 __all__ = [
@@ -68,6 +68,8 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         topic_replication_factor=settings.kafka_replication_factor,
         topic_allow_declare=True,
         producer_acks=-1,
+        # The DLQ copy of the largest command chat.commands takes, with its error headers (topics.py).
+        producer_max_request_size=settings.kafka_max_message_bytes + RECORD_OVERHEAD_BYTES,
         consumer_auto_offset_reset="earliest",
         # Faust's web server is the internal admin port (metrics, conversations, routing between
         # workers); the public port is connector.web's own server. No table pages: they would serve
@@ -81,9 +83,13 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         canonical_url=canonical_url(settings),
         broker_client_id=settings.kafka_client_id,
         broker_session_timeout=settings.kafka_session_timeout_s,
+        consumer_group_instance_id=settings.kafka_group_instance_id,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_rebalance_timeout=settings.kafka_rebalance_timeout_s,
         table_cleanup_interval=30.0,
+        # No leader election (nothing runs on the leader only): no <app id>-__assignor-__leader topic
+        # to create, so the workers' principal needs no Create ACL (README, ACLs).
+        topic_disable_leader=True,
         stream_wait_empty=True,
         autodiscover=False,
         logging_config=None,

@@ -137,7 +137,7 @@ def send_start(
         name=name, email=email, phone=phone, company=company, case_id=case_id,
         customer_id=customer_id, language=language, properties=properties, channel_id=channel,
     )
-    _send(lambda publisher: [publisher.start(ref, **fields)] + ([publisher.message(ref, text)] if text else []), wait, timeout)
+    _send(lambda publisher: publisher.start(ref, text=text or None, **fields).command_ids, wait, timeout)
 
 
 @send_app.command("message")
@@ -193,7 +193,11 @@ def conversations_show(
         typer.echo(f"error: no conversation with ref {ref}", err=True)
         raise typer.Exit(1)
     if not response.is_success:
-        typer.echo(f"error: {base} answered {response.status_code}: {response.text[:200]}", err=True)
+        try:
+            reason = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            reason = response.text[:200]
+        typer.echo(f"error: {base} answered {response.status_code}: {reason}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(response.json(), ensure_ascii=False, sort_keys=True))
 

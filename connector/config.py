@@ -104,7 +104,21 @@ class Settings(BaseSettings):
     kafka_rebalance_timeout_s: float = Field(
         60.0, gt=0, description="How long a rebalance waits for every worker to rejoin."
     )
+    kafka_group_instance_id: str | None = Field(
+        None,
+        description="Static group membership (KIP-345): a name unique to this worker that survives its restarts, "
+        "e.g. the StatefulSet pod name. A worker restarted within the session timeout gets its partitions back "
+        "at once, with no rebalance; unset, every restart rebalances and a crashed worker's partitions wait "
+        "for the session timeout.",
+    )
     kafka_client_id: str = Field("kafka-8x8-connector", description="Kafka client id prefix.")
+    kafka_max_message_bytes: int = Field(
+        1_048_588,
+        ge=65_536,
+        description="The largest record batch chat.commands takes (its max.message.bytes, which `connector topics "
+        "create` sets; Kafka's default). The worker's producer and the DLQ topic take this plus 64 KiB, so that "
+        "the DLQ copy of any command, with its error headers, fits.",
+    )
 
     # --- Schema registry -----------------------------------------------------------------------
     schema_registry_url: str = Field(
@@ -193,6 +207,12 @@ class Settings(BaseSettings):
     events_hold_s: float = Field(
         30.0, ge=0, description="How long an event waits for its ref before it is published keyed by the 8x8 id."
     )
+    events_remap_window_s: float = Field(
+        600.0,
+        ge=0,
+        description="How long an event published without its ref (hold ran out) is kept, so that it is published "
+        "again with its ref if the mapping comes after all.",
+    )
     events_dedupe_per_partition: int = Field(
         10_000, ge=1, description="Recent event ids remembered per partition of chat.webhooks.raw to drop retries."
     )
@@ -222,6 +242,12 @@ class Settings(BaseSettings):
     )
     command_transcript_on_end: bool = Field(
         True, description="Publish a ConversationTranscript when a conversation ends."
+    )
+    command_revoke_grace_s: float = Field(
+        15.0,
+        gt=0,
+        description="On a rebalance, how long commands already running may finish before they are cancelled "
+        "(their partition's next owner runs them again); keep it well under the rebalance timeout.",
     )
 
     # --- 8x8 platform --------------------------------------------------------------------------

@@ -30,9 +30,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the connector uses, the Faust table changelogs included (compacted)."""
     delete = {"cleanup.policy": "delete"}
     specs = {
-        settings.topic_commands: delete,
+        settings.topic_commands: {**delete, "max.message.bytes": str(settings.kafka_max_message_bytes)},
         settings.topic_command_results: delete,
-        settings.topic_commands_dlq: {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)},
+        # A DLQ record is a command with error headers: it must take what chat.commands took.
+        settings.topic_commands_dlq: {
+            "cleanup.policy": "delete",
+            "retention.ms": str(4 * WEEK_MS),
+            "max.message.bytes": str(settings.kafka_max_message_bytes + RECORD_OVERHEAD_BYTES),
+        },
         settings.topic_events: delete,
         settings.topic_transcripts: delete,
         settings.topic_webhooks_raw: delete,
