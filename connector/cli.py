@@ -24,17 +24,42 @@ def load_or_exit() -> Settings:
         raise typer.Exit(2) from None
 
 
+def kafka_or_exit(settings: Settings, doing: str) -> None:
+    """Exit 1 with one line when the brokers refuse the connection, the TLS handshake or the login
+    (said at once, where kafka-python would retry until its bootstrap timeout)."""
+    from connector.kafka_errors import KafkaAccessError, check
+
+    try:
+        check(settings)
+    except KafkaAccessError as exc:
+        typer.echo(f"error: {doing}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def kafka_failure(settings: Settings, doing: str, exc: Exception) -> typer.Exit:
+    """Print what went wrong with Kafka as one line (its own words for a connector error); the exit to raise."""
+    from connector.client import PublishError
+    from connector.kafka_errors import KafkaAccessError, describe
+
+    if isinstance(exc, PublishError):  # it names the topic itself
+        typer.echo(f"error: {exc}", err=True)
+    else:
+        reason = str(exc) if isinstance(exc, KafkaAccessError) else describe(exc, settings)
+        typer.echo(f"error: {doing}: {reason}", err=True)
+    return typer.Exit(1)
+
+
 @topics_app.command("create")
 def topics_create() -> None:
     """Create every topic of the connector (idempotent), table changelogs included."""
     from connector.topics import create_topics
 
     settings = load_or_exit()
+    kafka_or_exit(settings, "cannot create topics")
     try:
         outcome = create_topics(settings)
     except Exception as exc:  # kafka-python raises many kinds; say which and where
-        typer.echo(f"error: cannot create topics on {settings.kafka_bootstrap_servers}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise kafka_failure(settings, "cannot create topics", exc) from None
     for name, state in outcome.items():
         typer.echo(f"{name}: {state}")
 
@@ -89,13 +114,13 @@ def events_tail(
     from connector.tail import tail
 
     settings = load_or_exit()
+    kafka_or_exit(settings, f"cannot tail {settings.topic_events}")
     try:
         tail(settings, from_beginning=from_beginning, limit=limit, timeout_s=timeout, echo=typer.echo, as_json=as_json)
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # kafka-python and the registry client raise many kinds
-        typer.echo(f"error: cannot tail {settings.topic_events}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise kafka_failure(settings, f"cannot tail {settings.topic_events}", exc) from None
 
 
 
@@ -210,19 +235,27 @@ def _send(publish, wait: bool, timeout: float) -> None:
     from connector.schemas import plain
 
     settings = load_or_exit()
+    kafka_or_exit(settings, f"cannot publish to {settings.topic_commands}")
     try:
         watcher = ResultWatcher(settings) if wait else None
+    except Exception as exc:  # kafka-python raises many kinds
+        raise kafka_failure(settings, f"cannot read {settings.topic_command_results}", exc) from None
+    try:
         with CommandPublisher(settings) as publisher:
             command_ids = publish(publisher)
     except Exception as exc:  # kafka-python and the registry client raise many kinds
-        typer.echo(f"error: cannot publish to {settings.topic_commands}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        if watcher is not None:
+            watcher.close()
+        raise kafka_failure(settings, "cannot send", exc) from None
     if watcher is None:
         for command_id in command_ids:
             typer.echo(command_id)
         return
-    with watcher:
-        results = watcher.wait(command_ids, timeout)
+    try:
+        with watcher:
+            results = watcher.wait(command_ids, timeout)
+    except Exception as exc:  # kafka-python raises many kinds
+        raise kafka_failure(settings, f"cannot read {settings.topic_command_results}", exc) from None
     failed = False
     for command_id in command_ids:
         result = results.get(command_id)

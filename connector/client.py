@@ -26,6 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from connector.config import Settings, load_settings
+from connector.kafka_errors import KafkaAccessError, check, describe
 from connector.schemas import AvroCodec, SchemaError
 from connector.topics import assign_all
 
@@ -66,6 +67,11 @@ class CommandPublisher:
         self._pending: list[Any] = []
         self._codec = AvroCodec(self.settings)
         self._codec.start_sync("ConversationCommand")
+        if producer is None:
+            try:  # a refused TLS handshake or login is said now, not after the producer's timeouts
+                check(self.settings)
+            except KafkaAccessError as exc:
+                raise PublishError(f"cannot publish to {self.settings.topic_commands}: {exc}") from None
         self._producer = producer or KafkaProducer(
             **self.settings.kafka_python_config(),
             acks="all",
@@ -142,7 +148,7 @@ class CommandPublisher:
             if self._wait:
                 delivery.get(timeout=(_DELIVERY_TIMEOUT_MS + _MAX_BLOCK_MS) / 1000)
         except KafkaError as exc:
-            raise PublishError(f"cannot publish to {self.settings.topic_commands}: {_describe(exc)}") from None
+            raise PublishError(f"cannot publish to {self.settings.topic_commands}: {self._describe(exc)}") from None
         if not self._wait:
             self._pending.append(delivery)
         return command_id
@@ -175,8 +181,12 @@ class CommandPublisher:
         if failed:
             raise PublishError(
                 f"{len(failed)} of {len(pending)} commands were not published to {self.settings.topic_commands}: "
-                f"{_describe(failed[0])}"
+                f"{self._describe(failed[0])}"
             )
+
+    def _describe(self, exc: BaseException) -> str:
+        """An error of kafka-python, as one line (naming the ACL when Kafka refused the principal)."""
+        return describe(exc, self.settings, need=f"Write on Topic {self.settings.topic_commands}")
 
     def close(self) -> None:
         """Flush (PublishError if a command was not taken) and close the connections."""
@@ -192,22 +202,22 @@ class CommandPublisher:
         self.close()
 
 
-def _describe(exc: BaseException) -> str:
-    """An error of kafka-python, as one line."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
 class ResultWatcher:
     """Reads chat.command-results from its end at creation (no consumer group) to find results by command id.
 
-    Create it before publishing, so that no result can be missed.
+    Create it before publishing, so that no result can be missed. Kafka refusing to let it read
+    raises KafkaAccessError, saying which ACL is missing.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._codec = AvroCodec(settings)
         self._consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
-        assign_all(self._consumer, settings.topic_command_results, from_beginning=False)
+        try:
+            assign_all(self._consumer, settings.topic_command_results, from_beginning=False)
+        except KafkaError as exc:
+            self._consumer.close()
+            raise self._refused(exc) from None
 
     def wait(self, command_ids: Iterable[str], timeout_s: float) -> dict[str, dict[str, Any]]:
         """The results of `command_ids` (command id -> result) seen within `timeout_s`; fewer on timeout."""
@@ -215,7 +225,11 @@ class ResultWatcher:
         found: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
         while wanted - found.keys() and time.monotonic() < deadline:
-            for records in self._consumer.poll(timeout_ms=200).values():
+            try:
+                batches = self._consumer.poll(timeout_ms=200)
+            except KafkaError as exc:
+                raise self._refused(exc) from None
+            for records in batches.values():
                 for record in records:
                     try:
                         result = self._codec.decode_sync("CommandResult", record.value)
@@ -224,6 +238,9 @@ class ResultWatcher:
                     if result["command_id"] in wanted and result["command_id"] not in found:
                         found[result["command_id"]] = result
         return found
+
+    def _refused(self, exc: KafkaError) -> KafkaAccessError:
+        return KafkaAccessError(describe(exc, self.settings, need=f"Read on Topic {self.settings.topic_command_results}"))
 
     def close(self) -> None:
         self._consumer.close()

@@ -281,13 +281,13 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
-        """Fill each secret from `CONNECTOR_<NAME>_FILE` when the variable itself is unset."""
+        """Fill each secret from `CONNECTOR_<NAME>_FILE` (or a `<name>_file` keyword) when it is unset."""
         import os
 
         if not isinstance(data, dict):
             return data
         for name in _SECRET_FIELDS:
-            path = os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
+            path = data.pop(f"{name}_file", None) or os.environ.get(f"{ENV_PREFIX}{name.upper()}_FILE")
             if path and not data.get(name):
                 try:
                     data[name] = Path(path).read_text().strip()

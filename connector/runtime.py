@@ -2,15 +2,18 @@
 
 Faust stops on SIGTERM/SIGINT: it stops the consumers, lets agents finish the events in hand,
 commits offsets and flushes producers before it exits. A chat.webhooks.raw that cannot take the
-largest webhook the edge accepts stops the worker at start (exit 2), not each such webhook later.
+largest webhook the edge accepts stops the worker at start (exit 2), not each such webhook later;
+so do brokers that refuse the connection, the login or the principal (connector.kafka_errors), with
+one line saying which setting or ACL, where Faust would retry for ever.
 """
 
 from __future__ import annotations
 
 import logging
 
-from connector.app import build
+from connector.app import TABLES, build
 from connector.config import Settings
+from connector.kafka_errors import KafkaAccessError, check
 from connector.topics import check_webhook_topic
 
 __all__ = ["run_worker"]
@@ -27,9 +30,15 @@ def run_worker(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logger = logging.getLogger(__name__)
+    try:
+        check(settings, topics=_worker_topics(settings), group=settings.app_id)
+    except KafkaAccessError as exc:
+        logger.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
     refusal = check_webhook_topic(settings)
     if refusal is not None:
-        logging.getLogger(__name__).error("invalid configuration: %s", refusal)
+        logger.error("invalid configuration: %s", refusal)
         raise SystemExit(2)
     connector = build(settings)
     worker = faust.Worker(
@@ -39,3 +48,8 @@ def run_worker(settings: Settings) -> None:
         override_logging=False,
     )
     worker.execute_from_commandline()
+
+
+def _worker_topics(settings: Settings) -> list[str]:
+    """Every topic a worker reads or writes, its table changelogs included."""
+    return [*settings.topics().values(), *(f"{settings.app_id}-{table}-changelog" for table in TABLES)]

@@ -8,10 +8,16 @@ import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from connector.app import TABLES
 from connector.config import RECORD_OVERHEAD_BYTES, Settings
+from connector.kafka_errors import KafkaAccessError, describe
 
 __all__ = ["TopicSpec", "assign_all", "check_webhook_topic", "create_topics", "topic_specs"]
 
@@ -53,7 +59,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
-    """Create the topics that do not exist yet; topic -> "created" or "exists (N partitions)"."""
+    """Create the topics that do not exist yet; topic -> "created" or "exists (N partitions)".
+
+    KafkaAccessError names the ACL when the principal may not create one.
+    """
     specs = specs if specs is not None else topic_specs(settings)
     admin = KafkaAdminClient(**settings.kafka_python_config(), request_timeout_ms=30_000)
     try:
@@ -72,6 +81,8 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
                 outcome[spec.name] = "created"
             except TopicAlreadyExistsError:
                 outcome[spec.name] = "exists"
+            except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+                raise KafkaAccessError(describe(exc, settings, need=f"Create on Topic {spec.name}")) from None
         return outcome
     finally:
         admin.close()

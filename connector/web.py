@@ -7,7 +7,9 @@ routing between workers; it must never be exposed outside the cluster.
 
 Readiness is the conjunction of named checks that the parts register in
 `connector.extras["readiness"]` (name -> async callable answering a bool), plus the Faust consumer
-having partitions assigned. `/metrics` serves Prometheus' default registry, which every part uses.
+having partitions assigned; a part may also say why a check of its failed
+(`connector.extras["readiness_reasons"]`: name -> async callable answering a line or None), which
+`/readyz` then adds under `reasons`. `/metrics` serves Prometheus' default registry, which every part uses.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from faust.web import Request, Response, View
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-__all__ = ["PublicServer", "install", "public_app", "readiness"]
+__all__ = ["PublicServer", "install", "public_app", "readiness", "reasons"]
 
 CHECK_TIMEOUT_S = 3.0
 
@@ -34,8 +36,21 @@ async def readiness(connector: Any) -> dict[str, bool]:
     return {"partitions": _assigned(connector.app), **dict(zip(names, results))}
 
 
-def public_app(routes: list[web.RouteDef], ready: Callable[[], Awaitable[dict[str, bool]]]) -> web.Application:
-    """An aiohttp app of `routes` plus `/healthz` and `/readyz` (200 when every check of `ready` passes, else 503)."""
+async def reasons(connector: Any, checks: dict[str, bool]) -> dict[str, str]:
+    """Why the failed checks failed, for those whose part can say (e.g. Kafka refusing the login)."""
+    explain = connector.extras.get("readiness_reasons", {})
+    names = [name for name, ok in checks.items() if not ok and name in explain]
+    answers = await asyncio.gather(*(_run(explain[name], default=None) for name in names))
+    return {name: answer for name, answer in zip(names, answers) if answer}
+
+
+def public_app(
+    routes: list[web.RouteDef],
+    ready: Callable[[], Awaitable[dict[str, bool]]],
+    explain: Callable[[dict[str, bool]], Awaitable[dict[str, str]]] | None = None,
+) -> web.Application:
+    """An aiohttp app of `routes` plus `/healthz` and `/readyz` (200 when every check of `ready` passes, else 503
+    with the reasons `explain` gives for the failed ones)."""
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -43,7 +58,10 @@ def public_app(routes: list[web.RouteDef], ready: Callable[[], Awaitable[dict[st
     async def ready_view(request: web.Request) -> web.Response:
         checks = await ready()
         ok = all(checks.values())
-        return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+        answer: dict[str, Any] = {"ready": ok, "checks": checks}
+        if not ok and explain is not None and (why := await explain(checks)):
+            answer["reasons"] = why
+        return web.json_response(answer, status=200 if ok else 503)
 
     app = web.Application()
     app.add_routes([*routes, web.get("/healthz", health), web.get("/readyz", ready_view)])
@@ -60,6 +78,7 @@ class PublicServer(Service):
         ready: Callable[[], Awaitable[dict[str, bool]]],
         *,
         grace_s: float,
+        explain: Callable[[dict[str, bool]], Awaitable[dict[str, str]]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -67,13 +86,14 @@ class PublicServer(Service):
         self._host = host
         self._port = port
         self._ready = ready
+        self._explain = explain
         self._grace_s = grace_s
         self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
         # lingering_time: after an early answer (408, 413) an unread body is drained for 1 s at most.
         runner = web.AppRunner(
-            public_app(self.routes, self._ready),
+            public_app(self.routes, self._ready, self._explain),
             access_log=None,
             handle_signals=False,
             shutdown_timeout=self._grace_s,
@@ -98,6 +118,7 @@ def install(connector: Any) -> None:
         settings.web_port,
         lambda: readiness(connector),
         grace_s=settings.webhook_append_timeout_s + 1.0,
+        explain=lambda checks: reasons(connector, checks),
     )
     connector.extras["public"] = server
     connector.app.add_dependency(server)
@@ -109,11 +130,12 @@ def install(connector: Any) -> None:
             return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def _run(check: Any) -> bool:
+async def _run(check: Any, default: Any = False) -> Any:
     try:
-        return bool(await asyncio.wait_for(check(), CHECK_TIMEOUT_S))
+        answer = await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
     except Exception:  # a failing check is a false one
-        return False
+        return default
+    return answer if default is None else bool(answer)
 
 
 def _assigned(app: Any) -> bool:

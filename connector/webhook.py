@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from connector.config import KAFKA_MAX_REQUEST_BYTES, RECORD_OVERHEAD_BYTES, Settings
 from connector.events import event_id_of, event_key
+from connector.kafka_errors import KafkaTrouble
 from connector.schemas import AvroCodec
 from connector.signature import HEADERS, EventBodies, JwkCache, KeyUnavailable, SignatureError, Verifier, jwk_url
 
@@ -177,6 +178,7 @@ def install(connector: Any) -> None:
     connector.extras["public"].routes.append(web.post(PATH, edge.handle))
     checks = connector.extras.setdefault("readiness", {})
     checks["kafka"] = producer.reachable
+    connector.extras.setdefault("readiness_reasons", {})["kafka"] = KafkaTrouble(settings)
     if keys is not None:
         checks["jwk"] = _jwk_ready(keys)
 
