@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--in-flight", type=int, default=256)
     parser.add_argument("--generation", default="chat-api-v2")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the commands (bench/scale.py)")
     parser.add_argument("--transcripts", action="store_true", help="read a transcript back at every end")
     parser.add_argument("--rss", type=int, default=100_000, help="conversations in the table for the RSS check (0: skip)")
     parser.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
@@ -155,27 +156,38 @@ def _run_worker(args: argparse.Namespace, env: dict[str, str], admin: httpx.Clie
     published = time.perf_counter() - started
     total = len(ids)
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "connector", "worker"], env={**os.environ, **env},
-        stdout=open(workdir / "worker.log", "wb"), stderr=subprocess.STDOUT,
-    )
+    # Each worker its own ports and state; they share the group, so the partitions are split between them.
+    envs = [
+        {**env, "CONNECTOR_WEB_PORT": str(free_port()), "CONNECTOR_ADMIN_PORT": str(free_port()),
+         "CONNECTOR_DATA_DIR": str(workdir / f"worker-{n}")} if n else env
+        for n in range(args.workers)
+    ]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "connector", "worker"], env={**os.environ, **worker_env},
+            stdout=open(workdir / f"worker-{n}.log", "wb"), stderr=subprocess.STDOUT,
+        )
+        for n, worker_env in enumerate(envs)
+    ]
     try:
-        _wait(lambda: _ready(env), 90, "worker")
+        for worker_env in envs:
+            _wait(lambda: _ready(worker_env), 90, "worker")
         ready = time.perf_counter()
-        cpu_at_ready = _cpu_of(worker.pid)
+        cpu_at_ready = sum(_cpu_of(worker.pid) for worker in workers)
         counter = KafkaConsumer(**settings.kafka_python_config(), group_id=None)
         tps = [TopicPartition(settings.topic_command_results, p) for p in range(settings.kafka_partitions)]
         peak_rss = 0
         while sum(counter.end_offsets(tps).values()) < total:
-            peak_rss = max(peak_rss, _rss_of(worker.pid))
+            peak_rss = max(peak_rss, sum(_rss_of(worker.pid) for worker in workers))
             if time.perf_counter() - ready > 600:
-                raise SystemExit("the worker did not finish in 10 minutes")
+                raise SystemExit("the workers did not finish in 10 minutes")
             time.sleep(0.2)
         done = time.perf_counter()
-        cpu_s = _cpu_of(worker.pid) - cpu_at_ready
+        cpu_s = sum(_cpu_of(worker.pid) for worker in workers) - cpu_at_ready
         counter.close()
     finally:
-        worker.kill()
+        for worker in workers:
+            worker.kill()
     results = _read_results(settings, tps)
     by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for result in results:
@@ -188,6 +200,7 @@ def _run_worker(args: argparse.Namespace, env: dict[str, str], admin: httpx.Clie
     log = admin.get("/_sandbox/requests").json()
     requests = len(log)
     return {
+        "workers": args.workers,
         "commands": total,
         "published_in_s": round(published, 2),
         "wall_s": round(done - ready, 2),

@@ -39,6 +39,7 @@ from connector.eightbyeight import (
     retrying,
 )
 from connector.lanes import FirstReads, InOrderAcks, Lanes, Ticket
+from connector.published import PublishedResults
 from connector.schemas import SchemaError
 from connector.status import CommandKind, Conversation, Status
 
@@ -226,6 +227,7 @@ class CommandProcessor:
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._halted = False
         self._revoke_timer: asyncio.TimerHandle | None = None
+        self.published = PublishedResults(connector.settings, connector.codec)
 
     async def ready(self) -> bool:
         """Ready once the schemas are registered (for the worker's /readyz)."""
@@ -278,6 +280,7 @@ class CommandProcessor:
     async def close(self) -> None:
         """Close the 8x8 HTTP client (once the lanes are drained: Faust stops the app after the streams)."""
         await self.platform.aclose()
+        await self.published.close()
 
     def revoke(self) -> None:
         """A rebalance starts: every partition is revoked (Faust's assignor is eager).
@@ -287,6 +290,7 @@ class CommandProcessor:
         8x8 call meanwhile (`_on_8x8`).
         """
         self._fence = max(self._fence, self.connector.app.consumer_generation_id)
+        self.published.forget()
         taken = self.lanes.take_waiting()
         for job in taken:
             job.ticket.abandon()
@@ -326,8 +330,7 @@ class CommandProcessor:
         command = job.command
         existing = self._read(command.ref)
         if existing is not None and command.command_id in existing.recent_commands:
-            stored = existing.recent_commands[command.command_id]
-            await self._publish_result(_recalled(command.ref, command.command_id, stored), duplicate=True)
+            await self._answer_again(job, existing.recent_commands[command.command_id])
             return
         if command.command_id.startswith(AUTO_END_PREFIX):
             self._auto_ending.discard(command.ref)
@@ -347,9 +350,8 @@ class CommandProcessor:
         if command.kind is CommandKind.START_CONVERSATION:
             await self._start(job, existing)
         elif command.kind is CommandKind.SEND_MESSAGE:
-            assert existing is not None and existing.conversation_id is not None
-            body = command.body
-            await self._call(job, existing.conversation_id, lambda cid: self.platform.send(cid, body["text"], body.get("author_type", "USER").lower()))
+            assert existing is not None
+            await self._send(job, existing)
         elif command.kind is CommandKind.END_CONVERSATION:
             assert existing is not None and existing.conversation_id is not None
             if await self._call(job, existing.conversation_id, self.platform.end) and self.config.transcript_on_end:
@@ -357,6 +359,22 @@ class CommandProcessor:
         else:
             assert existing is not None and existing.conversation_id is not None
             await self._fetch_transcript(job, existing.conversation_id)
+
+    async def _answer_again(self, job: _Job, stored: dict[str, Any]) -> None:
+        """Publish a remembered result again, flagged `duplicate` when the first one is in Kafka.
+
+        It is, when it came from an earlier record than this one (that record's offset was released
+        only after its result was stored). When this very record is replayed (a crash or a rebalance
+        came between its table write and its offset), the results topic says.
+        """
+        message = job.event.message
+        source = stored.get("offset")
+        published = (
+            source is None
+            or source < message.offset
+            or await self.published.has(message.partition, job.command.command_id, stored["processed_at"])
+        )
+        await self._publish_result(_recalled(job.command.ref, job.command.command_id, stored), duplicate=published)
 
     async def _start(self, job: _Job, existing: Conversation | None) -> None:
         command = job.command
@@ -401,16 +419,16 @@ class CommandProcessor:
             reason = result["error_message"]
             if isinstance(exc, PlatformError) and unsure:
                 reason = f"{reason} (the create may have reached 8x8; the next start for this ref looks it up first)"
-            await self._write(job, lambda current: _after_failure(current or creating, reason, _now()).remember(command.command_id, _remembered(result)))
-            await self._finish(job, result)
+            await self._conclude(job, result, lambda current: _after_failure(current or creating, reason, _now()))
             return
         conversation_id = attempted.value
         result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempted.attempts)
         # The mapping is stored before the start is remembered: a replay answered from the table
         # must never leave the conversation's events without their ref.
         await self._publish_mapping(conversation_id, command.ref)
-        await self._write(
+        await self._conclude(
             job,
+            result,
             lambda current: status.after_command(
                 current or creating,
                 CommandKind.START_CONVERSATION,
@@ -419,27 +437,56 @@ class CommandProcessor:
                 conversation_id=conversation_id,
                 generation=self.platform.generation,
                 channel_id=request.channel_id,
-            ).remember(command.command_id, _remembered(result)),
+            ),
         )
-        await self._finish(job, result)
 
-    async def _call(self, job: _Job, conversation_id: str, call: Callable[[str], Any]) -> bool:
-        """Send/end with retries, then record the outcome; True when 8x8 accepted it."""
+    async def _send(self, job: _Job, existing: Conversation) -> None:
+        """SendMessage: 8x8 honours no idempotency key, so the intent is stored before the call, and a replay
+        that finds it without an outcome looks for the message on 8x8 before sending it again."""
         command = job.command
+        text, author_type = command.body["text"], command.body.get("author_type", "USER").lower()
+        conversation_id = existing.conversation_id
+        assert conversation_id is not None
+        if existing.sending == command.command_id and existing.sending_at is not None:
+            since = existing.sending_at
+            try:
+                found = await retrying(self.policy, lambda: self._on_8x8(job, lambda: self._was_sent(conversation_id, text, author_type, since)))
+            except PlatformError as exc:
+                exc.message = f"could not check on 8x8 whether the message was sent before a restart: {exc.message}"
+                await self._conclude(job, self._failure(command, exc, conversation_id=conversation_id), _unchanged)
+                return
+            if found.value:
+                logger.info("%s: message of command %s found on 8x8 after a restart: not sent again", command.ref, command.command_id)
+                await self._call(job, conversation_id, None)
+                return
+        else:
+            now = _now()
+            await self._write(job, lambda current: dataclasses.replace(current, sending=command.command_id, sending_at=now))
+        await self._call(job, conversation_id, lambda cid: self.platform.send(cid, text, author_type))
 
-        try:
-            attempted = await retrying(self.policy, lambda: self._on_8x8(job, lambda: call(conversation_id)))
-        except PlatformError as exc:
-            result = self._failure(command, exc, conversation_id=conversation_id)
-            await self._write(job, lambda current: _remember(current, command, result))
-            await self._finish(job, result)
-            return False
-        result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempted.attempts)
-        await self._write(
-            job,
-            lambda current: status.after_command(current, command.kind, _now()).remember(command.command_id, _remembered(result)),
+    async def _was_sent(self, conversation_id: str, text: str, author_type: str, since_ms: int) -> bool:
+        """Whether 8x8 holds a message of `author_type` with `text` created since the intent (less clock skew)."""
+        earliest = since_ms - _SEND_CLOCK_SKEW_MS
+        return any(
+            message["text"] == text
+            and (message["author_type"] or "").lower() == author_type
+            and (message["created_at"] is None or message["created_at"] >= earliest)
+            for message in await self.platform.messages(conversation_id)
         )
-        await self._finish(job, result)
+
+    async def _call(self, job: _Job, conversation_id: str, call: Callable[[str], Any] | None) -> bool:
+        """Send/end with retries (None: it was made already), then record the outcome; True when 8x8 accepted it."""
+        command = job.command
+        attempts = 0
+        if call is not None:
+            try:
+                attempted = await retrying(self.policy, lambda: self._on_8x8(job, lambda: call(conversation_id)))
+            except PlatformError as exc:
+                await self._conclude(job, self._failure(command, exc, conversation_id=conversation_id), _unchanged)
+                return False
+            attempts = attempted.attempts
+        result = self._result(command, "SUCCEEDED", conversation_id=conversation_id, attempts=attempts)
+        await self._conclude(job, result, lambda current: status.after_command(current, command.kind, _now()))
         return True
 
     async def _fetch_transcript(self, job: _Job, conversation_id: str) -> None:
@@ -449,8 +496,7 @@ class CommandProcessor:
             result = self._result(command, "SUCCEEDED", conversation_id=conversation_id)
         else:
             result = self._failure(command, error, conversation_id=conversation_id)
-        await self._write(job, lambda current: _remember(current, command, result))
-        await self._finish(job, result)
+        await self._conclude(job, result, _unchanged)
 
     async def _ended_transcript(self, job: _Job, conversation_id: str) -> None:
         """The transcript after an end, whose result is out already: a failure is reported on its own.
@@ -495,11 +541,8 @@ class CommandProcessor:
         A ref that has no entry gets none: a command for a ref never started creates no state
         (the same command again gets the same answer, from the same rule).
         """
-        command = job.command
-        result = self._result(command, "FAILED", error_code=code, error_message=reason)
-        if existing is not None:
-            await self._write(job, lambda current: _remember(current, command, result))
-        await self._finish(job, result)
+        result = self._result(job.command, "FAILED", error_code=code, error_message=reason)
+        await self._conclude(job, result, _unchanged if existing is not None else None)
 
     async def _on_8x8(self, job: _Job, call: Callable[[], Awaitable[T]]) -> T:
         """Make one 8x8 call for `job` once a slot is free, if its partition is still this worker's then.
@@ -548,6 +591,18 @@ class CommandProcessor:
         changelog record is stored, so that nothing is announced before the state that explains it."""
         value = change(self._read(job.command.ref)).to_dict()
         await self.connector.appender.put_durably(self.connector.conversations, job.command.ref, value, job.event.message.partition)
+
+    async def _conclude(self, job: _Job, result: dict[str, Any], change: Callable[[Conversation], Conversation] | None) -> None:
+        """Remember the result in the entry as `change` leaves it, then publish it (and the DLQ record of a failure).
+
+        In this order nothing is announced before the state that explains it, and a replay after a
+        crash answers from the table; whether it then says `duplicate: true` depends on whether this
+        result reached Kafka (`_answer_again`). `change` None: the ref has no entry and gets none.
+        """
+        if change is not None:
+            source = job.event.message.offset
+            await self._write(job, lambda current: change(current).remember(result["command_id"], _remembered(result, source)))
+        await self._finish(job, result)
 
     async def _finish(self, job: _Job, result: dict[str, Any]) -> None:
         job.answered = True
@@ -716,14 +771,25 @@ def install(connector: Connector) -> None:
     # Routed by the ref's partition of chat.commands, not with `table_route`: the table's changelog
     # keys are JSON-encoded, so hashing them does not find the partition the entry lives in, which is
     # the partition of the command (and event) records, keyed by the raw ref.
-    @app.page("/conversations/{ref}")
     @app.topic_route(topic=connector.commands, match_info="ref")
-    async def conversation(web: Any, request: Any, ref: str) -> Any:
-        """The conversation of `ref` as JSON (404 when unknown), answered by the worker that owns it."""
+    async def owned_conversation(view: Any, request: Any, ref: str) -> Any:
+        """The conversation of `ref` as JSON (404 when unknown), on the worker that owns it."""
         value = connector.conversations.get(ref)
         if not value:
-            return web.json({"error": f"no conversation with ref {ref}"}, status=404)
-        return web.json(value)
+            return view.json({"error": f"no conversation with ref {ref}"}, status=404)
+        return view.json(value)
+
+    @app.page("/conversations/{ref}")
+    async def conversation(view: Any, request: Any, ref: str) -> Any:
+        """Any worker answers for any ref; 503 when the worker that owns it cannot be reached (down, rebalancing)."""
+        try:
+            return await owned_conversation(view, request, ref)
+        except Exception as exc:  # Faust's routing raises the HTTP client's errors, or ServiceUnavailable
+            logger.warning("conversation %s: its owner could not be asked: %s: %s", ref, type(exc).__name__, exc)
+            return view.json(
+                {"error": f"the worker that owns ref {ref} is unavailable now ({type(exc).__name__}); try again shortly"},
+                status=503,
+            )
 
     # Sent by App.on_stop after the consumer's wait_empty: every record handed to a lane is finished
     # and its offset committed, so nothing sends to 8x8 any more.
@@ -752,10 +818,9 @@ def _after_failure(conversation: Conversation, reason: str, now: int) -> Convers
     return dataclasses.replace(conversation, status=Status.FAILED, error=reason, updated_at=now)
 
 
-def _remember(current: Conversation | None, command: Command, result: dict[str, Any]) -> Conversation:
-    """The entry with `result` remembered (only commands of a ref that has an entry get here)."""
-    assert current is not None, command.ref
-    return current.remember(command.command_id, _remembered(result))
+def _unchanged(conversation: Conversation) -> Conversation:
+    """The entry as it is (the command's result is remembered in it all the same)."""
+    return conversation
 
 
 def _rule_code(existing: Conversation | None, kind: CommandKind) -> str:
@@ -769,6 +834,9 @@ def _rule_code(existing: Conversation | None, kind: CommandKind) -> str:
     return "STILL_CREATING"
 
 
+# How far 8x8's clock may be behind ours when a replayed send looks for its message (see `_was_sent`).
+_SEND_CLOCK_SKEW_MS = 2_000
+
 # A remembered result keeps only what is not a default, to keep 64 of them per ref small.
 _RESULT_DEFAULTS = {
     "conversation_id": None,
@@ -781,16 +849,22 @@ _RESULT_DEFAULTS = {
 }
 
 
-def _remembered(result: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _remembered(result: dict[str, Any], offset: int) -> dict[str, Any]:
+    """What the table keeps of a result, with the offset of the record it answered."""
+    kept = {
         key: value
         for key, value in result.items()
         if key not in ("conversation_ref", "command_id") and _RESULT_DEFAULTS.get(key, ...) != value
     }
+    kept["offset"] = offset
+    return kept
 
 
 def _recalled(ref: str, command_id: str, stored: dict[str, Any]) -> dict[str, Any]:
-    return {**_RESULT_DEFAULTS, **stored, "conversation_ref": ref, "command_id": command_id}
+    """The result again from what the table kept."""
+    recalled = {**_RESULT_DEFAULTS, **stored, "conversation_ref": ref, "command_id": command_id}
+    recalled.pop("offset", None)
+    return recalled
 
 
 def _settle_unacked(message: Any) -> None:

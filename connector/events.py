@@ -10,7 +10,11 @@ State, all in Faust tables written through `connector.appender` to the partition
 being processed (named explicitly, so that the hold timer writes to the same partitions as the
 stream, in the store as in the changelog):
 - `refs[8x8 id] -> ref`;
-- `held-events[8x8 id] -> [{value, since}]`: raw records waiting for their ref, in arrival order;
+- `held-events[8x8 id] -> [{value, since, unmapped}]`: raw records waiting for their ref, in arrival
+  order. The hold clock runs only while the worker is settled (not rebalancing or recovering its
+  tables), so a worker's crash and recovery never uses up the time a mapping has to come. An event
+  whose hold ran out is published keyed by the 8x8 id and stays held (`unmapped`) for
+  `events_remap_window_s`: if its mapping comes meanwhile, it is published again with its ref;
 - `seen-events[event id] -> [partition, seq]`: the last `events_dedupe_per_partition` event ids
   published from each partition, oldest deleted first. Being a table, it survives restarts and
   rebalances, so a retry that reaches a replacement worker is still dropped.
@@ -50,6 +54,10 @@ EVENTS_UNREADABLE = Counter(
 EVENTS_UNMAPPED = Counter(
     "connector_events_unmapped_total",
     "Events published without a conversation ref because the hold bound (count or time) was reached.",
+)
+EVENTS_REMAPPED = Counter(
+    "connector_events_remapped_total",
+    "Events published again with their conversation ref after they were published without it.",
 )
 EVENTS_HELD = Gauge("connector_events_held", "Events held by this worker, waiting for their conversation ref.")
 STATUS_UPDATES = Counter("connector_status_updates_total", "Conversation status changes made by chat events.")
@@ -241,6 +249,7 @@ class _EventAgent:
         self._seq = 0
         self._held_count = 0
         self._lock = asyncio.Lock()
+        self._settled_since: int | None = None  # when the worker last finished a rebalance and its recovery
 
     async def run(self, stream: Any) -> None:
         """The agent: one raw record at a time, never stopping on a bad one."""
@@ -257,12 +266,27 @@ class _EventAgent:
                 await self._handle(key, raw, event.value, event.message.partition)
 
     async def release_expired(self) -> None:
-        """The hold timer: events held past the time bound are published without their ref."""
-        deadline = _now_ms() - int(self._options.events_hold_s * 1000)
+        """The hold timer: events held past the time bound are published without their ref (and kept a while
+        in case it comes); those kept past the remap window are forgotten. Paused while the worker settles."""
+        app = self._connector.app
+        now = _now_ms()
+        if app.rebalancing or not app.tables.actives_ready:
+            self._settled_since = None  # a mapping may still be on its way: the clock waits
+            return
+        if self._settled_since is None:
+            self._settled_since = now
+        # Expired: held longer than the bound, by a worker settled for at least that long.
+        cutoff = now - int(self._options.events_hold_s * 1000)
+        expiring = self._settled_since <= cutoff
+        forget_before = now - int(self._options.events_remap_window_s * 1000)
         async with self._lock:
             for key, held in list(self._held.items()):
-                if held and held[0]["since"] <= deadline:
-                    await self._flush_unmapped(key, held)
+                waiting = [entry for entry in held if not entry.get("unmapped")]
+                if waiting:
+                    if expiring and waiting[0]["since"] <= cutoff:
+                        await self._flush_unmapped(key, held)
+                elif held and held[-1]["since"] <= forget_before:
+                    await self._appender.delete(self._held, key, held[0]["partition"])
             self._held_count = sum(len(held) for held in self._held.values())
             EVENTS_HELD.set(self._held_count)
 
@@ -277,7 +301,9 @@ class _EventAgent:
             if held:
                 await self._appender.delete(self._held, key, partition)
                 self._held_count -= len(held)
-                for entry in held:
+                for entry in held:  # those published unmapped already are published again, with their ref
+                    if entry.get("unmapped"):
+                        EVENTS_REMAPPED.inc()
                     await self._publish(await self._decode_held(entry), key, ref, partition)
             return
         event_id = event_id_of(raw["headers"], raw["body"])
@@ -299,18 +325,24 @@ class _EventAgent:
             EVENTS_HELD.set(self._held_count)
 
     async def _make_room(self) -> None:
-        """Past the count bound, the conversation held longest is published without its ref."""
+        """Past the count bound, the conversation held longest is published without its ref and not kept."""
         while self._held_count >= self._options.events_hold_max and self._held:
-            await self._flush_unmapped(*min(self._held.items(), key=lambda item: item[1][0]["since"]))
+            key, held = min(self._held.items(), key=lambda item: item[1][0]["since"])
+            await self._flush_unmapped(key, held, keep=False)
 
-    async def _flush_unmapped(self, key: str, held: list[dict[str, Any]]) -> None:
-        """Publish `key`'s held events keyed by the 8x8 id: their ref did not come in time."""
+    async def _flush_unmapped(self, key: str, held: list[dict[str, Any]], *, keep: bool = True) -> None:
+        """Publish `key`'s held events keyed by the 8x8 id (their ref did not come in time); with `keep`, they
+        stay held, marked unmapped, to be published again with their ref if it comes."""
         partition = held[0]["partition"]
-        await self._appender.delete(self._held, key, partition)
-        self._held_count -= len(held)
         for entry in held:
-            EVENTS_UNMAPPED.inc()
-            await self._publish(await self._decode_held(entry), key, None, partition)
+            if not entry.get("unmapped"):
+                EVENTS_UNMAPPED.inc()
+                await self._publish(await self._decode_held(entry), key, None, partition)
+        if keep:
+            await self._appender.put(self._held, key, [{**entry, "unmapped": True} for entry in held], partition)
+        else:
+            await self._appender.delete(self._held, key, partition)
+            self._held_count -= len(held)
 
     async def _publish(self, raw: dict[str, Any], key: str, ref: str | None, partition: int) -> None:
         """Publish one event, wait for Kafka's ack, then remember its id (in this order: never lost)."""

@@ -64,6 +64,10 @@ class Conversation:
     ended_at: int | None = None
     last_customer_message_at: int | None = None
     error: str | None = None
+    # The SendMessage whose 8x8 call may have been made, with no outcome recorded yet: its command id
+    # and when it started (a replay looks for the message on 8x8 before sending it again).
+    sending: str | None = None
+    sending_at: int | None = None
     # command id -> the CommandResult dict last emitted for it (bounded, oldest first)
     recent_commands: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -83,12 +87,15 @@ class Conversation:
         return cls(**values)
 
     def remember(self, command_id: str, result: dict[str, Any]) -> "Conversation":
-        """This conversation with the result of `command_id` remembered (oldest forgotten past the bound)."""
+        """This conversation with the result of `command_id` remembered (oldest forgotten past the bound);
+        a send intent of that command is settled by it."""
         recent = dict(self.recent_commands)
         recent.pop(command_id, None)
         recent[command_id] = result
         while len(recent) > RECENT_COMMANDS:
             recent.pop(next(iter(recent)))
+        if self.sending == command_id:
+            return dataclasses.replace(self, recent_commands=recent, sending=None, sending_at=None)
         return dataclasses.replace(self, recent_commands=recent)
 
 

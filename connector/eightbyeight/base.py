@@ -145,6 +145,10 @@ class Platform(abc.ABC):
         """The conversation as 8x8 returns it."""
 
     @abc.abstractmethod
+    async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's messages, oldest first, in the TranscriptMessage record's shape."""
+
+    @abc.abstractmethod
     async def read_back(self, conversation_id: str) -> ReadBack:
         """The conversation, its messages, participants (and interactions) for a transcript."""
 

@@ -72,8 +72,7 @@ class ChatApiV2(Platform):
     async def read_back(self, conversation_id: str) -> ReadBack:
         path = f"/conversations/{_seg(conversation_id)}"
         conversation = json_body(await self._request("get", "GET", path), "get")
-        answer = await self._request("messages", "GET", f"{path}/messages")
-        messages = items_of(json_body(answer, "messages").get("messages"), "messages", answer, "messages")
+        messages = await self.messages(conversation_id)
         answer = await self._request("participants", "GET", f"{path}/participants")
         # Spec flaw: participants are declared as one object; 8x8 answers a list (bare or under a key).
         participants = json_body(answer, "participants", (dict, list))
@@ -83,10 +82,14 @@ class ChatApiV2(Platform):
         return ReadBack(
             status=text(conversation.get("status")),
             conversation=conversation,
-            messages=[_message(m) for m in messages],
+            messages=messages,
             participants=[_participant(p) for p in participants],
             interactions=[],
         )
+
+    async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        answer = await self._request("messages", "GET", f"/conversations/{_seg(conversation_id)}/messages")
+        return [_message(m) for m in items_of(json_body(answer, "messages").get("messages"), "messages", answer, "messages")]
 
     async def aclose(self) -> None:
         await self._api.aclose()

@@ -81,16 +81,20 @@ class ChatGatewayV1(Platform):
     async def read_back(self, conversation_id: str) -> ReadBack:
         path = f"/conversations/{_seg(conversation_id)}"
         conversation = json_body(await self._request("get", "GET", path), "get")
-        messages = await self._all("messages", f"{path}/messages", {"sort": "createdAt:asc"})
+        messages = await self.messages(conversation_id)
         participants = await self._all("participants", f"{path}/participants", {})
         interactions = await self._all("interactions", f"{path}/interactions", {})
         return ReadBack(
             status=text(conversation.get("state")),
             conversation=conversation,
-            messages=[_message(m) for m in messages],
+            messages=messages,
             participants=[_participant(p) for p in participants],
             interactions=[_interaction(i) for i in interactions],
         )
+
+    async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        path = f"/conversations/{_seg(conversation_id)}/messages"
+        return [_message(m) for m in await self._all("messages", path, {"sort": "createdAt:asc"})]
 
     async def aclose(self) -> None:
         await self._api.aclose()

@@ -273,6 +273,15 @@ def test_network_policy_admits_the_ingress_to_the_webhook_port_and_only_insiders
     assert monitoring == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
 
+def test_workers_join_their_group_as_static_members_by_pod_name(render: Render) -> None:
+    env = {e["name"]: e.get("value") for e in rendered_ok(render, "production").one("StatefulSet")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CONNECTOR_KAFKA_GROUP_INSTANCE_ID"] == "$(POD_NAME)", "a restarted pod must rejoin under its own name"
+    dynamic = render(DEFAULT, {"config": {"kafka": {"staticMembership": False, "sessionTimeoutSeconds": 12}}})
+    assert dynamic.returncode == 0, dynamic.stderr
+    (workload,) = container_env(dynamic, "StatefulSet")
+    assert "CONNECTOR_KAFKA_GROUP_INSTANCE_ID" not in workload and workload["CONNECTOR_KAFKA_SESSION_TIMEOUT_S"] == "12"
+
+
 def test_network_policy_can_be_turned_off(render: Render) -> None:
     result = render(DEFAULT, {"networkPolicy": {"enabled": False}})
     assert result.returncode == 0, result.stderr

@@ -135,6 +135,7 @@ CONNECTOR_KAFKA_SSL_KEYFILE: {{ printf "/etc/connector/kafka-tls/%s" $c.kafka.tl
 CONNECTOR_KAFKA_PARTITIONS: {{ $c.kafka.partitions | toString | quote }}
 CONNECTOR_KAFKA_REPLICATION_FACTOR: {{ $c.kafka.replicationFactor | toString | quote }}
 CONNECTOR_KAFKA_CLIENT_ID: {{ $c.kafka.clientId | quote }}
+CONNECTOR_KAFKA_SESSION_TIMEOUT_S: {{ $c.kafka.sessionTimeoutSeconds | toString | quote }}
 CONNECTOR_SCHEMA_REGISTRY_URL: {{ $c.schemaRegistry.url | quote }}
 {{- if $c.schemaRegistry.username }}
 CONNECTOR_SCHEMA_REGISTRY_USERNAME: {{ $c.schemaRegistry.username | quote }}

@@ -1,0 +1,139 @@
+"""Several workers, one stopped in the middle of the work: SIGKILL (a third starts 10 s later) or SIGTERM (it
+starts again). Whatever happens, every command has exactly one original result, no conversation is
+created twice, no customer message reaches 8x8 twice or out of order, every conversation ends, and
+every event reaches chat.events with its ref.
+
+The sandbox posts its webhooks to the first worker, which is never stopped here; the stopped one
+owns half the partitions of every topic, so its commands, its mappings and its share of the events
+move to another worker mid-flight.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import httpx
+import pytest
+from kafka.partitioner.default import murmur2
+
+from tests.commands.conftest import (
+    Results,
+    assert_exactly_one_result,
+    created_by_ref,
+    publish_workload,
+    sends_by_ref,
+)
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.kafka
+
+REFS = 400
+MESSAGES = 4  # + start + end = 6 commands per ref
+GRACE_S = 60
+
+
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
+def test_a_worker_stopped_mid_load_loses_repeats_and_unmaps_nothing(
+    stop, start_sandbox, connector_env, start_worker, publisher_for, readers, capsys
+) -> None:
+    generation = "chat-api-v2"
+    sandbox = start_sandbox("--latency-ms", "20", "--exchanges", "0")
+    env = connector_env(sandbox, generation, command_max_in_flight=64)
+    start_worker(env)
+    other = {**env, "CONNECTOR_WEB_PORT": str(free_port()), "CONNECTOR_ADMIN_PORT": str(free_port())}
+    stopped = start_worker(other)
+    publisher = publisher_for(env)
+    results: Results = readers(Results, env)
+    refs, ids = publish_workload(publisher, "w", REFS, MESSAGES)
+
+    deadline = time.monotonic() + 90
+    while len(results.by_id) < len(ids) // 3 and time.monotonic() < deadline:
+        results.poll(0.1)
+    assert 0 < len(results.by_id) < len(ids), "the stop must land in the middle of the work"
+    held = _owned_partitions(other)
+    assert held, "the worker to stop holds no partition"
+    its_ref = next(ref for ref in refs if _partition_of(ref, env) in held)
+    stopped_at = time.time()
+    if stop == "SIGKILL":
+        os.killpg(stopped.pid, signal.SIGKILL)
+        stopped.wait(10)
+        # Until the group notices, the killed worker still owns its partitions: asked about one of its refs,
+        # the survivor says so (503), and the CLI exits 1 naming the reason.
+        asked = subprocess.run(
+            [sys.executable, "-m", "connector", "conversations", "show", its_ref],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        )
+        assert asked.returncode == 1 and "answered 503" in asked.stderr and "is unavailable now" in asked.stderr, asked
+        results.poll(max(0.0, 10 - (time.time() - stopped_at)))  # 10 s after the kill, a third worker joins
+        start_worker({**env, "CONNECTOR_WEB_PORT": str(free_port()), "CONNECTOR_ADMIN_PORT": str(free_port())}, timeout=90)
+    else:
+        stopped.send_signal(signal.SIGTERM)
+        assert stopped.wait(GRACE_S) == 0, "the worker must stop cleanly within its grace period"
+        start_worker(other, timeout=90)
+
+    by_id = results.wait_for(ids, 240)
+    re_emitted = assert_exactly_one_result(by_id, ids)
+    assert all(records[0]["status"] == "SUCCEEDED" for records in by_id.values()), "a command failed"
+
+    created = created_by_ref(sandbox, generation)
+    assert sorted(created) == sorted(refs)
+    assert all(len(c) == 1 for c in created.values()), "a conversation was created twice"
+    ref_of = {conversation_id: ref for ref, (conversation_id,) in created.items()}
+    sent = sends_by_ref(sandbox.requests(), ref_of)
+    for ref in refs:
+        assert [int(text.rsplit("#", 1)[1]) for text in sent[ref]] == list(range(MESSAGES)), f"{ref}: {sent[ref]}"
+
+    unmapped, events = _events_without_ref(readers, env, ref_of)
+    assert not unmapped, f"{len(unmapped)} of {events} events reached chat.events without their ref: {unmapped[:3]}"
+
+    resumed = _resumed_after(by_id, stopped_at, int(env["CONNECTOR_KAFKA_PARTITIONS"]))
+    with capsys.disabled():
+        print(
+            f"\n{stop} of one of two workers: {re_emitted} results re-emitted (duplicate=true); every partition "
+            f"answering again {max(resumed.values()):.1f}s after the stop (per partition: "
+            + ", ".join(f"{p}: {s:.1f}s" for p, s in sorted(resumed.items()))
+            + f"); {events} events, all with their ref"
+        )
+
+
+def _owned_partitions(env: dict[str, str]) -> set[int]:
+    """The partitions of chat.commands a worker holds, from Faust's routing map on its admin port."""
+    port = env["CONNECTOR_ADMIN_PORT"]
+    routes = httpx.get(f"http://127.0.0.1:{port}/router/topics", timeout=10).raise_for_status().json()
+    mine = [topics for host, topics in routes.items() if host.endswith(f":{port}")]
+    assert mine, routes
+    return set(mine[0].get(env["CONNECTOR_TOPIC_COMMANDS"], []))
+
+
+def _partition_of(ref: str, env: dict[str, str]) -> int:
+    return (murmur2(ref.encode()) & 0x7FFFFFFF) % int(env["CONNECTOR_KAFKA_PARTITIONS"])
+
+
+def _events_without_ref(readers, env: dict[str, str], ref_of: dict[str, str]) -> tuple[list[dict], int]:
+    """The events of our conversations that carry no ref (or a wrong one), once chat.events has stopped growing."""
+    reader = readers(env["CONNECTOR_TOPIC_EVENTS"], env, "ChatEvent")
+    quiet_since, deadline = time.monotonic(), time.monotonic() + 90
+    while time.monotonic() - quiet_since < 5 and time.monotonic() < deadline:
+        if reader.poll(1):
+            quiet_since = time.monotonic()
+    mine = [event for event in reader.records if event["conversation_id"] in ref_of]
+    assert mine, "no events at all"
+    return [e for e in mine if e["conversation_ref"] != ref_of[e["conversation_id"]]], len(mine)
+
+
+def _resumed_after(by_id: dict[str, list[dict]], stopped_at: float, partitions: int) -> dict[int, float]:
+    """Per partition of chat.commands, seconds from the stop to its first result processed after it."""
+    first: dict[int, float] = defaultdict(lambda: float("inf"))
+    for records in by_id.values():
+        for record in records:
+            at = record["processed_at"]
+            at = at.timestamp() if hasattr(at, "timestamp") else at / 1000
+            if at >= stopped_at:
+                partition = (murmur2(record["conversation_ref"].encode()) & 0x7FFFFFFF) % partitions
+                first[partition] = min(first[partition], at - stopped_at)
+    return dict(first)
