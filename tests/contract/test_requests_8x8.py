@@ -112,6 +112,7 @@ async def _exercise(generation: Generation, assignment: tuple[str, str] | None, 
     settings = load_settings(
         platform_generation=generation,
         platform_base_url=base_url,
+        platform_allow_insecure_http=base_url.startswith("http://"),  # the wire run's local server
         platform_tenant_id="acme",
         platform_api_key="key",
         platform_api_secret="secret",

@@ -90,8 +90,9 @@ def test_remembered_results_are_compact_and_complete_again() -> None:
         "duplicate": False,
         "processed_at": 5,
     }
-    stored = _remembered(result)
-    assert set(stored) == {"command_type", "status", "conversation_id", "generation", "attempts", "processed_at"}
+    stored = _remembered(result, 7)
+    assert set(stored) == {"command_type", "status", "conversation_id", "generation", "attempts", "processed_at", "offset"}
+    assert stored["offset"] == 7, "the offset of the record it answered: a replay of that record asks the results topic"
     assert _recalled("r-1", "c-1", stored) == result
 
 
