@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 from kafka import KafkaConsumer
-from kafka.partitioner.default import murmur2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 from connector.client import CommandPublisher  # noqa: E402
 from connector.schemas import AvroCodec  # noqa: E402
 from connector.topics import assign_all, create_topics  # noqa: E402
-from tests.conftest import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
+from tests.commands.conftest import resumed_after  # noqa: E402
+from tests.conftest import drop_topics, free_port, isolated_env, settings_of, wait_until_ready  # noqa: E402
 
 CONFIGURATIONS = {
     "dynamic-30s": {},
@@ -102,8 +102,8 @@ def _run(name: str, config: dict[str, str], args: argparse.Namespace, sandbox_ur
     ]
     processes = [_start(worker, workdir / f"{name}-w{n}.log") for n, worker in enumerate(workers)]
     try:
-        for worker, process in zip(workers, processes):
-            _wait_ready(worker, process)
+        for n, (worker, process) in enumerate(zip(workers, processes)):
+            wait_until_ready(f"http://127.0.0.1:{worker['CONNECTOR_WEB_PORT']}", process, 90, str(workdir / f"{name}-w{n}.log"))
         results = _Results(settings)
         ids: list[str] = []
         with CommandPublisher(settings, wait=False) as publisher:
@@ -123,7 +123,7 @@ def _run(name: str, config: dict[str, str], args: argparse.Namespace, sandbox_ur
             results.poll()
         missing = len(set(ids) - results.by_id.keys())
         originals = sum(1 for records in results.by_id.values() if sum(not r["duplicate"] for r in records) != 1)
-        resumed = results.resumed_after(killed_at, settings.kafka_partitions)
+        resumed = resumed_after(results.by_id, killed_at, settings.kafka_partitions)
         outcome = {
             "every_partition_answering_again_s": round(max(resumed.values()), 1),
             "per_partition_s": {p: round(s, 1) for p, s in sorted(resumed.items())},
@@ -155,35 +155,12 @@ class _Results:
                 result = self._codec.decode_sync("CommandResult", record.value)
                 self.by_id.setdefault(result["command_id"], []).append(result)
 
-    def resumed_after(self, at: float, partitions: int) -> dict[int, float]:
-        first = {p: float("inf") for p in range(partitions)}
-        for records in self.by_id.values():
-            for result in records:
-                done = result["processed_at"]
-                done = done.timestamp() if hasattr(done, "timestamp") else done / 1000
-                if done >= at:
-                    partition = (murmur2(result["conversation_ref"].encode()) & 0x7FFFFFFF) % partitions
-                    first[partition] = min(first[partition], done - at)
-        return first
-
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "connector", "worker"], env={**os.environ, **env},
         stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-
-
-def _wait_ready(env: dict[str, str], process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("a worker did not become ready")
 
 
 def _channel(url: str) -> str:

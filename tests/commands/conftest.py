@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
 
 from connector.client import CommandPublisher
 from connector.schemas import AvroCodec
@@ -243,6 +244,19 @@ def assert_exactly_one_result(by_id: dict[str, list[dict[str, Any]]], command_id
     return re_emitted
 
 
+def assert_each_ref_created_once_and_sent_in_order(sandbox: "Sandbox", generation: str, refs: list[str], messages: int) -> dict[str, str]:
+    """One 8x8 conversation per ref, and each ref's numbered messages ("<ref> #<n>") sent exactly once, in
+    order; answers 8x8 conversation id -> ref."""
+    created = created_by_ref(sandbox, generation)
+    assert sorted(created) == sorted(refs)
+    assert all(len(c) == 1 for c in created.values()), "a conversation was created twice"
+    ref_of = {conversation_id: ref for ref, (conversation_id,) in created.items()}
+    sent = sends_by_ref(sandbox.requests(), ref_of)
+    for ref in refs:
+        assert [int(text.rsplit("#", 1)[1]) for text in sent[ref]] == list(range(messages)), f"{ref}: sent {sent[ref]}"
+    return ref_of
+
+
 def sends_by_ref(requests: list[dict[str, Any]], conversation_ref: dict[str, str]) -> dict[str, list[str]]:
     """The message texts 8x8 accepted (or took then dropped the answer), per ref, in the order received."""
     out: dict[str, list[str]] = defaultdict(list)
@@ -268,3 +282,22 @@ def created_by_ref(sandbox: Sandbox, generation: str) -> dict[str, list[str]]:
         )
         out[ref].append(conversation["id"])
     return out
+
+
+def resumed_after(by_id: dict[str, list[dict]], stopped_at: float, partitions: int) -> dict[int, float]:
+    """Per partition of chat.commands (as the publisher's keys spread them), seconds from `stopped_at` (epoch
+    seconds) to its first result processed after it: how long a stopped worker's partitions waited."""
+    first = {partition: float("inf") for partition in range(partitions)}  # inf: none since
+    for records in by_id.values():
+        for record in records:
+            at = record["processed_at"]
+            at = at.timestamp() if hasattr(at, "timestamp") else at / 1000
+            if at >= stopped_at:
+                partition = partition_of(record["conversation_ref"], partitions)
+                first[partition] = min(first[partition], at - stopped_at)
+    return dict(first)
+
+
+def partition_of(ref: str, partitions: int) -> int:
+    """The partition a publisher's key `ref` goes to (Kafka's default partitioner: murmur2)."""
+    return (murmur2(ref.encode()) & 0x7FFFFFFF) % partitions

@@ -22,7 +22,7 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from connector.schemas import load_schema
-from tests.commands.conftest import Results, TopicReader, created_by_ref
+from tests.commands.conftest import Results, TopicReader, created_by_ref, partition_of
 from tests.commands.proxy import Answer, running_proxy
 from tests.conftest import REGISTRY, settings_of
 
@@ -41,7 +41,7 @@ def test_a_hostile_stream_leaves_every_valid_command_answered_once_in_order(
     topic = env["CONNECTOR_TOPIC_COMMANDS"]
     run = uuid.uuid4().hex[:6]
     ref, never = f"h-{run}", f"never-{run}"
-    partition = _partition_of(env, ref)
+    partition = partition_of(ref, int(env["CONNECTOR_KAFKA_PARTITIONS"]))
     limit = settings_of(env).kafka_max_message_bytes
     producer = KafkaProducer(**settings_of(env).kafka_python_config(), acks="all", max_request_size=limit + 65_536)
 
@@ -197,7 +197,7 @@ def test_a_result_that_cannot_be_published_is_not_acked(
     results.poll(1)
     assert started not in results.by_id
     committed = _committed(env, env["CONNECTOR_TOPIC_COMMANDS"])
-    partition = _partition_of(env, ref)
+    partition = partition_of(ref, int(env["CONNECTOR_KAFKA_PARTITIONS"]))
     assert committed.get(partition, 0) == 0, "the command's offset was committed although its result was never stored"
 
     _reset_topic_config(env, results_topic, ["max.message.bytes"])
@@ -361,13 +361,6 @@ def _committed(env: dict[str, str], topic: str) -> dict[int, int]:
     finally:
         admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
-
-
-def _partition_of(env: dict[str, str], ref: str) -> int:
-    """The partition of chat.commands that the publisher's key `ref` goes to."""
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(ref.encode()) & 0x7FFFFFFF) % int(env["CONNECTOR_KAFKA_PARTITIONS"])
 
 
 def _wait_no_lag(env: dict[str, str], topic: str, timeout: float = 30.0) -> None:

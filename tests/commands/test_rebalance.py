@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.commands.conftest import Results, assert_exactly_one_result, created_by_ref, publish_workload, sends_by_ref
+from tests.commands.conftest import (
+    Results,
+    assert_each_ref_created_once_and_sent_in_order,
+    assert_exactly_one_result,
+    publish_workload,
+)
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.kafka
@@ -53,13 +58,7 @@ def test_a_rebalance_under_a_slow_8x8_repeats_nothing(
     by_id = results.wait_for(ids, 120)
     assert_exactly_one_result(by_id, ids)
     assert all(records[0]["status"] == "SUCCEEDED" for records in by_id.values())
-    created = created_by_ref(sandbox, generation)
-    assert sorted(created) == sorted(refs)
-    assert all(len(c) == 1 for c in created.values()), "a conversation was created twice"
-    ref_of = {conversation_id: ref for ref, (conversation_id,) in created.items()}
-    sent = sends_by_ref(sandbox.requests(), ref_of)
-    for ref in refs:
-        assert [int(text.rsplit("#", 1)[1]) for text in sent[ref]] == list(range(MESSAGES)), f"{ref}: {sent[ref]}"
+    assert_each_ref_created_once_and_sent_in_order(sandbox, generation, refs, MESSAGES)
     handed_back = (tmp_path / "worker-0.log").read_text().count("left to the next owner")
     assert handed_back >= 1, "the first worker saw no revocation"
     print(f"second worker ready {joined_s:.1f}s after it started (rebalance timeout {REBALANCE_TIMEOUT_S}s)")

@@ -12,7 +12,12 @@ import time
 
 import pytest
 
-from tests.commands.conftest import Results, assert_exactly_one_result, created_by_ref, publish_workload, sends_by_ref
+from tests.commands.conftest import (
+    Results,
+    assert_each_ref_created_once_and_sent_in_order,
+    assert_exactly_one_result,
+    publish_workload,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -48,12 +53,5 @@ def test_sigterm_under_load_loses_and_repeats_nothing(
     assert assert_exactly_one_result(by_id, ids) == 0, "a graceful stop must not lead to redelivered commands"
     assert all(records[0]["status"] == "SUCCEEDED" for records in by_id.values())
 
-    created = created_by_ref(sandbox, generation)
-    assert sorted(created) == sorted(refs)
-    assert all(len(c) == 1 for c in created.values()), "a conversation was created twice"
-    ref_of = {conversation_id: ref for ref, (conversation_id,) in created.items()}
-    sent = sends_by_ref(sandbox.requests(), ref_of)
-    for ref in refs:
-        numbers = [int(text.rsplit("#", 1)[1]) for text in sent[ref]]
-        assert numbers == list(range(MESSAGES)), f"{ref}: sent {numbers}"
+    assert_each_ref_created_once_and_sent_in_order(sandbox, generation, refs, MESSAGES)
     print(f"SIGTERM after {done_before}/{len(ids)} results; stopped in {stop_s:.1f}s")

@@ -15,18 +15,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 
 import httpx
 import pytest
-from kafka.partitioner.default import murmur2
 
 from tests.commands.conftest import (
     Results,
+    assert_each_ref_created_once_and_sent_in_order,
     assert_exactly_one_result,
-    created_by_ref,
+    partition_of,
     publish_workload,
-    sends_by_ref,
+    resumed_after,
 )
 from tests.conftest import free_port
 
@@ -59,7 +58,7 @@ def test_a_worker_stopped_mid_load_loses_repeats_and_unmaps_nothing(
     assert 0 < len(results.by_id) < len(ids), "the stop must land in the middle of the work"
     held = _owned_partitions(other)
     assert held, "the worker to stop holds no partition"
-    its_ref = next(ref for ref in refs if _partition_of(ref, env) in held)
+    its_ref = next(ref for ref in refs if partition_of(ref, int(env["CONNECTOR_KAFKA_PARTITIONS"])) in held)
     stopped_at = time.time()
     if stop == "SIGKILL":
         os.killpg(stopped.pid, signal.SIGKILL)
@@ -82,18 +81,12 @@ def test_a_worker_stopped_mid_load_loses_repeats_and_unmaps_nothing(
     re_emitted = assert_exactly_one_result(by_id, ids)
     assert all(records[0]["status"] == "SUCCEEDED" for records in by_id.values()), "a command failed"
 
-    created = created_by_ref(sandbox, generation)
-    assert sorted(created) == sorted(refs)
-    assert all(len(c) == 1 for c in created.values()), "a conversation was created twice"
-    ref_of = {conversation_id: ref for ref, (conversation_id,) in created.items()}
-    sent = sends_by_ref(sandbox.requests(), ref_of)
-    for ref in refs:
-        assert [int(text.rsplit("#", 1)[1]) for text in sent[ref]] == list(range(MESSAGES)), f"{ref}: {sent[ref]}"
+    ref_of = assert_each_ref_created_once_and_sent_in_order(sandbox, generation, refs, MESSAGES)
 
     unmapped, events = _events_without_ref(readers, env, ref_of)
     assert not unmapped, f"{len(unmapped)} of {events} events reached chat.events without their ref: {unmapped[:3]}"
 
-    resumed = _resumed_after(by_id, stopped_at, int(env["CONNECTOR_KAFKA_PARTITIONS"]))
+    resumed = resumed_after(by_id, stopped_at, int(env["CONNECTOR_KAFKA_PARTITIONS"]))
     with capsys.disabled():
         print(
             f"\n{stop} of one of two workers: {re_emitted} results re-emitted (duplicate=true); every partition "
@@ -112,10 +105,6 @@ def _owned_partitions(env: dict[str, str]) -> set[int]:
     return set(mine[0].get(env["CONNECTOR_TOPIC_COMMANDS"], []))
 
 
-def _partition_of(ref: str, env: dict[str, str]) -> int:
-    return (murmur2(ref.encode()) & 0x7FFFFFFF) % int(env["CONNECTOR_KAFKA_PARTITIONS"])
-
-
 def _events_without_ref(readers, env: dict[str, str], ref_of: dict[str, str]) -> tuple[list[dict], int]:
     """The events of our conversations that carry no ref (or a wrong one), once chat.events has stopped growing."""
     reader = readers(env["CONNECTOR_TOPIC_EVENTS"], env, "ChatEvent")
@@ -126,16 +115,3 @@ def _events_without_ref(readers, env: dict[str, str], ref_of: dict[str, str]) ->
     mine = [event for event in reader.records if event["conversation_id"] in ref_of]
     assert mine, "no events at all"
     return [e for e in mine if e["conversation_ref"] != ref_of[e["conversation_id"]]], len(mine)
-
-
-def _resumed_after(by_id: dict[str, list[dict]], stopped_at: float, partitions: int) -> dict[int, float]:
-    """Per partition of chat.commands, seconds from the stop to its first result processed after it."""
-    first: dict[int, float] = defaultdict(lambda: float("inf"))
-    for records in by_id.values():
-        for record in records:
-            at = record["processed_at"]
-            at = at.timestamp() if hasattr(at, "timestamp") else at / 1000
-            if at >= stopped_at:
-                partition = (murmur2(record["conversation_ref"].encode()) & 0x7FFFFFFF) % partitions
-                first[partition] = min(first[partition], at - stopped_at)
-    return dict(first)
