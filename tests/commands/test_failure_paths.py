@@ -187,13 +187,7 @@ def test_a_result_that_cannot_be_published_is_not_acked(
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
     ref = f"r-{uuid.uuid4().hex[:6]}"
-    _set_topic_config(env, results_topic, {"max.message.bytes": "64"})  # every result is too large now
-    started = publisher.start(ref, name="Ann")
-    publisher.flush()
-
-    assert worker.wait(GRACE_S) != 0, "the worker must stop rather than ack a command without its result"
-    log = (tmp_path / "worker-0.log").read_text()
-    assert f"{results_topic} refused a record for good" in log and "without committing" in log
+    started = _start_refused_by(results_topic, env, worker, publisher, ref, tmp_path)  # every result is too large
     results.poll(1)
     assert started not in results.by_id
     committed = _committed(env, env["CONNECTOR_TOPIC_COMMANDS"])
@@ -249,11 +243,7 @@ def test_the_mapping_is_stored_before_the_start_is_remembered(
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
     ref = f"m-{uuid.uuid4().hex[:6]}"
-    _set_topic_config(env, raw, {"max.message.bytes": "64"})  # the mapping record cannot be stored
-    started = publisher.start(ref, name="Ann")
-    publisher.flush()
-    assert worker.wait(GRACE_S) != 0, "the worker must stop rather than remember a start whose mapping was lost"
-    assert f"{raw} refused a record for good" in (tmp_path / "worker-0.log").read_text()
+    started = _start_refused_by(raw, env, worker, publisher, ref, tmp_path)  # the mapping record cannot be stored
 
     changelog = readers(f"{env['CONNECTOR_APP_ID']}-conversations-changelog", env, None)
     changelog.poll(2)
@@ -282,6 +272,18 @@ def test_the_mapping_is_stored_before_the_start_is_remembered(
 
 _JSON_SCHEMA = '{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": {"a": {"type": "integer"}}}'
 _PROTO_SCHEMA = 'syntax = "proto3";\nmessage M { string a = 1; }\n'
+
+
+def _start_refused_by(topic: str, env: dict[str, str], worker: Any, publisher: Any, ref: str, tmp_path: Path) -> str:
+    """Make `topic` refuse every record, publish a start for `ref`, and check that the worker stops, saying
+    why and that it commits nothing, rather than go on without that record; the start's command id."""
+    _set_topic_config(env, topic, {"max.message.bytes": "64"})
+    started = publisher.start(ref, name="Ann")
+    publisher.flush()
+    assert worker.wait(GRACE_S) != 0, f"the worker must stop when {topic} refuses a record for good"
+    log = (tmp_path / "worker-0.log").read_text()
+    assert f"{topic} refused a record for good" in log and "without committing" in log
+    return started
 
 
 def _framed(schema_id: int, body: bytes) -> bytes:
