@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     table_store: str = Field(
         "memory://", description="Faust table store: memory:// or rocksdb:// (needs the rocksdb extra)."
     )
-    web_host: str = Field("0.0.0.0", description="Address the worker's web server binds.")
+    web_host: str = Field("0.0.0.0", description="Address the worker's or the edge's web servers bind.")
     web_port: int = Field(
         6066, ge=1, le=65535, description="Public port: webhooks (POST /webhooks/8x8), /healthz and /readyz only."
     )
@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     )
 
     # --- Webhook edge and event agent ------------------------------------------------------------
+    worker_serve_webhooks: bool = Field(
+        False,
+        description="The worker serves POST /webhooks/8x8 on its public port too, for single-process set-ups "
+        "(`connector dev`); otherwise `connector edge` does, and the worker's public port has health only.",
+    )
     webhook_verify_signatures: bool = Field(
         True, description="Verify 8x8's JWS on every webhook. Off only for development (logged loudly)."
     )

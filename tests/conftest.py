@@ -110,7 +110,8 @@ def wait_until_ready(base_url: str, process: subprocess.Popen, timeout: float, l
 def isolated_env(prefix: str, data_dir: Path | str, *, partitions: int = 4) -> dict[str, str]:
     """CONNECTOR_* variables of a connector on the local stack with its own app id (consumer group),
     topics (`<prefix>.chat.*`), state directory and public and admin ports: tests and benchmarks never
-    share them. The 8x8 base URL may be the sandbox's plain http://."""
+    share them. The 8x8 base URL may be the sandbox's plain http://. Workers serve webhooks themselves
+    (the single-process set-up); tests of `connector edge` turn that off."""
     return {
         "CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
         "CONNECTOR_SCHEMA_REGISTRY_URL": REGISTRY,
@@ -127,6 +128,7 @@ def isolated_env(prefix: str, data_dir: Path | str, *, partitions: int = 4) -> d
         "CONNECTOR_WEB_PORT": str(free_port()),
         "CONNECTOR_ADMIN_PORT": str(free_port()),
         "CONNECTOR_PLATFORM_ALLOW_INSECURE_HTTP": "true",
+        "CONNECTOR_WORKER_SERVE_WEBHOOKS": "true",
     }
 
 
