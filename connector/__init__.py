@@ -1,3 +1,5 @@
 """Kafka <-> 8x8 Contact Center chat connector."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("kafka-8x8-connector")  # pyproject.toml's, the one version source

@@ -14,6 +14,27 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.command("sandbox")(sandbox_command)
 
+# `connector send --wait`: 1 when a result says FAILED (or nothing could be sent), 3 when a result did not come in time.
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 3
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from connector import __version__
+
+        typer.echo(f"connector {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Kafka <-> 8x8 Contact Center chat connector."""
+
 
 def load_or_exit() -> Settings:
     """The settings, or exit 2 with the message that names the wrong variable."""
@@ -109,6 +130,7 @@ def events_tail(
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record, not the newest."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after this many records."),
     timeout: float | None = typer.Option(None, "--timeout", min=0.1, help="Stop after this many idle seconds."),
+    ref: str | None = typer.Option(None, "--ref", help="Only the events of this conversation reference."),
 ) -> None:
     """Print the ChatEvent records of chat.events, decoded through the Schema Registry."""
     from connector.tail import tail
@@ -116,11 +138,16 @@ def events_tail(
     settings = load_or_exit()
     kafka_or_exit(settings, f"cannot tail {settings.topic_events}")
     try:
-        tail(settings, from_beginning=from_beginning, limit=limit, timeout_s=timeout, echo=typer.echo, as_json=as_json)
+        count = tail(
+            settings, from_beginning=from_beginning, limit=limit, timeout_s=timeout, echo=typer.echo, as_json=as_json, ref=ref
+        )
     except KeyboardInterrupt:
-        pass
+        return
     except Exception as exc:  # kafka-python and the registry client raise many kinds
         raise kafka_failure(settings, f"cannot tail {settings.topic_events}", exc) from None
+    if count == 0 and timeout is not None:
+        start = "the oldest record" if from_beginning else "the newest record (--from-beginning reads older ones)"
+        typer.echo(f"no event{f' of {ref}' if ref else ''} in {timeout:g}s; stopped (tail started at {start})", err=True)
 
 
 
@@ -130,7 +157,9 @@ conversations_app = typer.Typer(no_args_is_help=True, help="Conversations as the
 app.add_typer(send_app, name="send")
 app.add_typer(conversations_app, name="conversations")
 
-_WAIT = typer.Option(False, "--wait", help="Wait for the CommandResult, print it as JSON, exit 1 if it FAILED.")
+_WAIT = typer.Option(
+    False, "--wait", help="Wait for the CommandResult, print it as JSON; exit 1 if it FAILED, 3 if it did not come in time."
+)
 _TIMEOUT = typer.Option(60.0, "--timeout", min=0.1, help="Seconds --wait waits for the result.")
 
 
@@ -228,7 +257,7 @@ def conversations_show(
 
 
 def _send(publish, wait: bool, timeout: float) -> None:
-    """Publish with a CommandPublisher; with --wait, print each result as one JSON line, exit 1 on FAILED."""
+    """Publish with a CommandPublisher; with --wait, print each result as one JSON line, exit 1 on FAILED, 3 on a timeout."""
     import json
 
     from connector.client import CommandPublisher, ResultWatcher
@@ -261,8 +290,8 @@ def _send(publish, wait: bool, timeout: float) -> None:
         result = results.get(command_id)
         if result is None:
             typer.echo(f"error: no result for command {command_id} within {timeout}s", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_TIMEOUT)
         typer.echo(json.dumps(plain(result), ensure_ascii=False, sort_keys=True))
         failed = failed or result["status"] == "FAILED"
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

@@ -32,9 +32,11 @@ def tail(
     timeout_s: float | None = None,
     echo: Callable[[str], None] = print,
     as_json: bool = False,
+    ref: str | None = None,
 ) -> int:
-    """Echo each record as it comes; stop after `limit` records or `timeout_s` idle seconds. Answer the count."""
-    return asyncio.run(_tail(settings, from_beginning, limit, timeout_s, echo, as_json))
+    """Echo each record (of conversation `ref` only, if given) as it comes; stop after `limit` records or
+    `timeout_s` idle seconds. Answer the count echoed."""
+    return asyncio.run(_tail(settings, from_beginning, limit, timeout_s, echo, as_json, ref))
 
 
 def format_line(record: dict[str, Any], *, as_json: bool) -> str:
@@ -57,6 +59,7 @@ async def _tail(
     timeout_s: float | None,
     echo: Callable[[str], None],
     as_json: bool,
+    ref: str | None,
 ) -> int:
     codec = AvroCodec(settings)
     count = 0
@@ -65,6 +68,8 @@ async def _tail(
             record = await codec.decode("ChatEvent", value)
         except SchemaError as exc:
             echo(json.dumps({"error": str(exc)}) if as_json else f"undecodable record: {exc}")
+            continue
+        if ref is not None and record.get("conversation_ref") != ref:
             continue
         echo(format_line(record, as_json=as_json))
         count += 1
