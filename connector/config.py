@@ -160,6 +160,11 @@ class Settings(BaseSettings):
         description="URL other workers use to reach this one's admin port (table routes), e.g. "
         "http://pod-0.svc:6067; default http://<web host, or the host name if 0.0.0.0>:<admin port>.",
     )
+    web_public_url: str | None = Field(
+        None,
+        description="Public URL 8x8 reaches this deployment at (its web-hook is <url>/webhooks/8x8), e.g. "
+        "https://chat.example.com: `connector platform setup` and `check` use it.",
+    )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="The worker's event loop: uvloop (faster; a dependency) or Python's own asyncio loop."
