@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     table_store: str = Field(
         "memory://", description="Faust table store: memory:// or rocksdb:// (needs the rocksdb extra)."
     )
+    state_retention_s: float = Field(
+        604_800.0,
+        ge=0,
+        description="How long an ENDED or FAILED conversation, and its refs entry, are kept after their last "
+        "change; then they are deleted (tombstones, which compaction removes from the changelogs). Checked every "
+        "twentieth of this, at least every 10 minutes and at most every second.",
+    )
     web_host: str = Field("0.0.0.0", description="Address the worker's or the edge's web servers bind.")
     web_port: int = Field(
         6066, ge=1, le=65535, description="Public port: webhooks (POST /webhooks/8x8), /healthz and /readyz only."
@@ -225,6 +232,12 @@ class Settings(BaseSettings):
     )
     events_dedupe_per_partition: int = Field(
         10_000, ge=1, description="Recent event ids remembered per partition of chat.webhooks.raw to drop retries."
+    )
+    events_dedupe_window_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long a published event's id is remembered to drop 8x8's retries of it (within the "
+        "per-partition count).",
     )
 
     # --- Command processor ----------------------------------------------------------------------
