@@ -113,10 +113,19 @@ def dev(
 
 @app.command()
 def worker() -> None:
-    """Run the connector worker (Faust): webhook edge, event agent, command agent."""
+    """Run a connector worker (Faust): command, event and status agents (webhooks too if
+    CONNECTOR_WORKER_SERVE_WEBHOOKS=true)."""
     from connector.runtime import run_worker
 
     run_worker(load_or_exit())
+
+
+@app.command()
+def edge() -> None:
+    """Run the webhook edge, a stateless process: verify 8x8's webhooks, append them to Kafka, answer."""
+    from connector.edge import run_edge
+
+    run_edge(load_or_exit())
 
 
 # --- events (webhook ingress): `connector events ...` -----------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import hashlib
 import json
 import logging
 import time
@@ -39,6 +38,7 @@ from connector.app import HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE, table
 from connector.config import Generation
 from connector.schemas import SchemaError
 from connector.status import Conversation, after_event
+from connector.webhook import event_id_of, event_key
 
 __all__ = ["NormaliseError", "event_id_of", "event_key", "install", "normalise"]
 
@@ -106,20 +106,6 @@ def normalise(
     else:
         record.update(_gateway_fields(raw_type, data))
     return record
-
-
-def event_id_of(headers: dict[str, str], body: bytes) -> str:
-    """x-8x8-event-id; without it (verification off), a digest of the body so identical retries still match."""
-    return headers.get("x-8x8-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-def event_key(body: bytes, event_id: str) -> str:
-    """The chat.webhooks.raw key of a webhook: its 8x8 conversation id, else the event id."""
-    try:
-        conversation_id = json.loads(body).get("conversationId")
-    except (ValueError, AttributeError):
-        conversation_id = None
-    return _text(conversation_id) or event_id
 
 
 def install(connector: Any) -> None:

@@ -1,9 +1,10 @@
-"""The worker's two ports: the public one (webhooks, `/healthz`, `/readyz`) and the internal admin one.
+"""The two ports of a worker or an edge: the public one (webhooks, `/healthz`, `/readyz`) and the internal admin one.
 
 The public port is a plain aiohttp app, built from the routes the parts add to `PublicServer.routes`
-plus health; nothing else is on it, so it can later run without Faust. The admin port is Faust's
-own web server (table pages off): `/metrics` here, `/conversations/{ref}` (commands) and Faust's
-routing between workers; it must never be exposed outside the cluster.
+plus health; nothing else is on it, and it runs without Faust (`connector edge`). A worker's admin
+port is Faust's own web server (table pages off): `/metrics` here, `/conversations/{ref}` (commands)
+and Faust's routing between workers; an edge's is `admin_app`, `/metrics` only. It must never be
+exposed outside the cluster.
 
 Readiness is the conjunction of named checks that the parts register in
 `connector.extras["readiness"]` (name -> async callable answering a bool), plus the Faust consumer
@@ -19,26 +20,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from faust.web import Request, Response, View
 from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-__all__ = ["PublicServer", "install", "public_app", "readiness", "reasons"]
+__all__ = ["PublicServer", "admin_app", "check_all", "explain_failed", "install", "public_app", "readiness", "reasons"]
 
 CHECK_TIMEOUT_S = 3.0
 
 
 async def readiness(connector: Any) -> dict[str, bool]:
-    """Each readiness check by name: partitions assigned, then those the parts registered."""
-    checks = dict(connector.extras.get("readiness", {}))
-    names = list(checks)
-    results = await asyncio.gather(*(_run(checks[name]) for name in names))
-    return {"partitions": _assigned(connector.app), **dict(zip(names, results))}
+    """Each readiness check of a worker by name: partitions assigned, then those the parts registered."""
+    return {"partitions": _assigned(connector.app), **await check_all(connector.extras.get("readiness", {}))}
 
 
 async def reasons(connector: Any, checks: dict[str, bool]) -> dict[str, str]:
-    """Why the failed checks failed, for those whose part can say (e.g. Kafka refusing the login)."""
-    explain = connector.extras.get("readiness_reasons", {})
+    """Why the failed checks of a worker failed, for those whose part can say (e.g. Kafka refusing the login)."""
+    return await explain_failed(connector.extras.get("readiness_reasons", {}), checks)
+
+
+async def check_all(checks: dict[str, Callable[[], Awaitable[Any]]]) -> dict[str, bool]:
+    """The answer of each check by name, run together; one that fails or takes too long is false."""
+    names = list(checks)
+    results = await asyncio.gather(*(_run(checks[name]) for name in names))
+    return dict(zip(names, results))
+
+
+async def explain_failed(
+    explain: dict[str, Callable[[], Awaitable[str | None]]], checks: dict[str, bool]
+) -> dict[str, str]:
+    """Why the failed `checks` failed, for those that `explain` has a callable for."""
     names = [name for name, ok in checks.items() if not ok and name in explain]
     answers = await asyncio.gather(*(_run(explain[name], default=None) for name in names))
     return {name: answer for name, answer in zip(names, answers) if answer}
@@ -65,6 +75,17 @@ def public_app(
 
     app = web.Application()
     app.add_routes([*routes, web.get("/healthz", health), web.get("/readyz", ready_view)])
+    return app
+
+
+def admin_app() -> web.Application:
+    """The admin port of a process without Faust: `/metrics` only."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return _metrics()
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics)])
     return app
 
 
@@ -111,6 +132,8 @@ class PublicServer(Service):
 def install(connector: Any) -> None:
     """The public server (started with the app, before its consumer: health answers during recovery) and the
     admin port's `/metrics`."""
+    from faust.web import Request, Response, View
+
     settings = connector.settings
     connector.extras.setdefault("readiness", {})
     server = PublicServer(
@@ -127,7 +150,12 @@ def install(connector: Any) -> None:
     class Metrics(View):
         async def get(self, request: Request) -> Response:
             """Prometheus text exposition of the default registry."""
-            return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return _metrics()
+
+
+def _metrics() -> web.Response:
+    """Prometheus text exposition of the default registry (every part's metrics)."""
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _run(check: Any, default: Any = False) -> Any:

@@ -11,6 +11,7 @@ the log line and the metric label do. Bodies, signatures and secrets are never l
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -24,12 +25,20 @@ from mode import Service
 from prometheus_client import Counter, Gauge, Histogram
 
 from connector.config import KAFKA_MAX_REQUEST_BYTES, RECORD_OVERHEAD_BYTES, Settings
-from connector.events import event_id_of, event_key
 from connector.kafka_errors import KafkaTrouble
 from connector.schemas import AvroCodec
 from connector.signature import HEADERS, EventBodies, JwkCache, KeyUnavailable, SignatureError, Verifier, jwk_url
 
-__all__ = ["PATH", "Edge", "WebhookProducer", "install"]
+__all__ = [
+    "PATH",
+    "Edge",
+    "WebhookProducer",
+    "event_id_of",
+    "event_key",
+    "install",
+    "readiness_checks",
+    "verifier_of",
+]
 
 PATH = "/webhooks/8x8"
 # Stored with the record: the delivery headers except the signature, which must not be handed to
@@ -153,15 +162,18 @@ def settings_for_aiokafka(settings: Settings) -> dict[str, Any]:
 
 
 def install(connector: Any) -> None:
-    """Add the webhook route to the public server, the edge's producer to the app, and readiness checks.
+    """In a worker that serves webhooks (CONNECTOR_WORKER_SERVE_WEBHOOKS): add the webhook route to the
+    public server, the edge's producer to the app, and readiness checks. Otherwise nothing: `connector edge` serves them.
 
     The producer starts once the worker has recovered its tables (webhooks get 503 until then, and
     8x8 retries): a worker's own consumer was seen to skip records of chat.webhooks.raw appended
     while it was starting up.
     """
     settings: Settings = connector.settings
+    if not settings.worker_serve_webhooks:
+        return
     producer = WebhookProducer(settings, settings.webhook_append_timeout_s)
-    verifier, keys = _verifier(settings)
+    verifier, keys = verifier_of(settings)
 
     @connector.app.service
     class _ProducerService(Service):
@@ -176,14 +188,39 @@ def install(connector: Any) -> None:
 
     edge = Edge(settings, connector.codec, producer, verifier)
     connector.extras["public"].routes.append(web.post(PATH, edge.handle))
-    checks = connector.extras.setdefault("readiness", {})
-    checks["kafka"] = producer.reachable
-    connector.extras.setdefault("readiness_reasons", {})["kafka"] = KafkaTrouble(settings)
+    checks, explain = readiness_checks(settings, producer, keys)
+    connector.extras.setdefault("readiness", {}).update(checks)
+    connector.extras.setdefault("readiness_reasons", {}).update(explain)
+
+
+def readiness_checks(
+    settings: Settings, producer: WebhookProducer, keys: JwkCache | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The edge's readiness checks by name (its producer reaches Kafka; a signing key can be had), and
+    for the Kafka one, why it fails."""
+    checks: dict[str, Any] = {"kafka": producer.reachable}
     if keys is not None:
         checks["jwk"] = _jwk_ready(keys)
+    return checks, {"kafka": KafkaTrouble(settings)}
 
 
-def _verifier(settings: Settings) -> tuple[Verifier | None, JwkCache | None]:
+def event_id_of(headers: dict[str, str], body: bytes) -> str:
+    """x-8x8-event-id; without it (verification off), a digest of the body so identical retries still match."""
+    return headers.get("x-8x8-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def event_key(body: bytes, event_id: str) -> str:
+    """The chat.webhooks.raw key of a webhook: its 8x8 conversation id, else the event id."""
+    try:
+        conversation_id = json.loads(body).get("conversationId")
+    except (ValueError, AttributeError):
+        conversation_id = None
+    if isinstance(conversation_id, (int, float)) and not isinstance(conversation_id, bool):
+        return str(conversation_id)  # 8x8 ids are sometimes numeric
+    return conversation_id if isinstance(conversation_id, str) and conversation_id else event_id
+
+
+def verifier_of(settings: Settings) -> tuple[Verifier | None, JwkCache | None]:
     """The verifier and its key cache, or (None, None) with a loud warning when verification is off."""
     if settings.platform_base_url.startswith("http://"):
         logger.warning(
