@@ -1,6 +1,8 @@
 """`connector dev`: the 8x8 sandbox and one worker wired to it, on the local stack.
 
 Both run as child processes in this process group, so Ctrl-C (or the end of either) stops both.
+The worker serves the webhooks itself (CONNECTOR_WORKER_SERVE_WEBHOOKS=true): one process to start
+and watch, where a deployment runs `connector edge` beside its workers.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def run_dev(settings: Settings, *, sandbox_port: int, generation: Generation, ec
                     "CONNECTOR_PLATFORM_API_KEY": SANDBOX_API_KEY,
                     "CONNECTOR_PLATFORM_API_SECRET": SANDBOX_API_SECRET,
                     "CONNECTOR_PLATFORM_CHANNEL_ID": channel_id,
+                    "CONNECTOR_WORKER_SERVE_WEBHOOKS": "true",
                 },
             )
         )
