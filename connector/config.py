@@ -173,6 +173,11 @@ class Settings(BaseSettings):
         "https://chat.example.com: `connector platform setup` and `check` use it.",
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as text, or as JSON objects (timestamp, level, logger, message and ids such as ref, "
+        "command_id, conversation_id, error_code as fields) for log pipelines.",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="The worker's event loop: uvloop (faster; a dependency) or Python's own asyncio loop."
     )

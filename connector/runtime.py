@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from connector import logs
 from connector.app import TABLES, build
 from connector.config import Settings
 from connector.kafka_errors import KafkaAccessError, check
@@ -26,10 +27,7 @@ def run_worker(settings: Settings) -> None:
 
     if settings.event_loop == "uvloop":
         mode.loop.use("uvloop")  # sets the loop policy; Faust's worker then creates its loop
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(settings)
     logger = logging.getLogger(__name__)
     try:
         check(settings, topics=_worker_topics(settings), group=settings.app_id)
@@ -41,12 +39,15 @@ def run_worker(settings: Settings) -> None:
         logger.error("invalid configuration: %s", refusal)
         raise SystemExit(2)
     connector = build(settings)
+    logs.log_when_ready(connector)
     worker = faust.Worker(
         connector.app,
         loglevel=settings.log_level.upper(),
         logging_config=None,
         override_logging=False,
+        quiet=True,  # no banner on stdout, and no terminal spinner: the log's ready line says it all
     )
+    worker.spinner = None
     worker.execute_from_commandline()
 
 
