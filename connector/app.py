@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from connector import _faust_compat as compat
 from connector.appender import Appender
 from connector.config import RECORD_OVERHEAD_BYTES, Settings
 from connector.schemas import AvroCodec
@@ -121,16 +122,8 @@ def canonical_url(settings: Settings) -> str:
 
 
 def table(app: faust.App, name: str, settings: Settings) -> faust.Table:
-    """A table keyed by str, its changelog keys raw UTF-8 like the topics' keys.
-
-    Faust would JSON-encode str keys (`"ref"` with quotes) and so hash them to another partition
-    than the same key on chat.commands; raw keys keep tables, topics and routes co-partitioned.
-    """
-    new = app.conf.Table(
-        app, name=name, default=None, beacon=app.tables.beacon, partitions=settings.kafka_partitions, key_type=str
-    )
-    new.key_serializer = "raw"  # before the table is registered: registering makes its changelog topic
-    return app.tables.add(new)
+    """A table keyed by str, its changelog keys raw UTF-8 like the topics' keys (so co-partitioned with them)."""
+    return compat.raw_key_table(app, name, settings.kafka_partitions)
 
 
 def _topic(app: faust.App, name: str) -> faust.TopicT:

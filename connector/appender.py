@@ -14,18 +14,15 @@ authorised, invalid topic): a command's offset must not be released before its r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import types
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import faust
-import faust.streams
-import orjson
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from connector import _faust_compat as compat
 
 __all__ = ["Appender", "NotDelivered"]
 
@@ -97,10 +94,10 @@ class Appender:
 
     async def put_durably(self, table: faust.Table, key: str, value: Any, partition: int) -> None:
         """Like `put`, and wait until the changelog record is stored (as `deliver` does)."""
-        with _in_partition(partition):
-            table.data[key] = value
-        metadata = await self.deliver(table.changelog_topic.get_topic_name(), key.encode(), orjson.dumps(value), partition=partition)
-        table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+        compat.store_set(table, key, value, partition)
+        topic = table.changelog_topic.get_topic_name()
+        metadata = await self.deliver(topic, key.encode(), compat.changelog_value(value), partition=partition)
+        compat.store_persisted(table, metadata.topic_partition, metadata.offset)
 
     async def put(self, table: faust.Table, key: str, value: Any, partition: int) -> asyncio.Future[Any]:
         """Set `table[key]` now, in the table's `partition`, and append it to that changelog partition.
@@ -109,43 +106,19 @@ class Appender:
         writes of all callers in the order they were made. On delivery the store records the
         changelog offset (RocksDB resumes its recovery there), as Faust's own writes do.
         """
-        with _in_partition(partition):
-            table.data[key] = value
-        # Faust's table changelog format: raw UTF-8 keys (connector.app.table), JSON values.
-        return await self._changelog(table, key, orjson.dumps(value), partition)
+        compat.store_set(table, key, value, partition)
+        return await self._changelog(table, key, compat.changelog_value(value), partition)
 
     async def delete(self, table: faust.Table, key: str, partition: int) -> asyncio.Future[Any] | None:
         """Remove `table[key]` from the table's `partition` and append a tombstone; None if it was not there."""
-        with _in_partition(partition):
-            if table.data.pop(key, None) is None:
-                return None
+        if compat.store_pop(table, key, partition) is None:
+            return None
         return await self._changelog(table, key, None, partition)
 
     async def _changelog(self, table: faust.Table, key: str, value: bytes | None, partition: int) -> asyncio.Future[Any]:
         delivery = await self.append(table.changelog_topic.get_topic_name(), key.encode(), value, partition=partition)
         delivery.add_done_callback(partial(_persisted, table))
         return delivery
-
-
-@contextlib.contextmanager
-def _in_partition(partition: int) -> Iterator[None]:
-    """Faust's RocksDB store keeps one database per partition and takes a write's partition from the
-    current event; outside a stream (timers) or for another partition than the event's, name it."""
-    stand_in = _PartitionEvent(partition)  # held here: the context variable keeps only a weak reference
-    token = faust.streams._current_event.set(weakref.ref(stand_in))
-    try:
-        yield
-    finally:
-        faust.streams._current_event.reset(token)
-
-
-class _PartitionEvent:
-    """Stands in for the current event: the store reads only `event.message.partition`."""
-
-    __slots__ = ("__weakref__", "message")
-
-    def __init__(self, partition: int) -> None:
-        self.message = types.SimpleNamespace(partition=partition)
 
 
 def _kafka_cause(exc: BaseException) -> BaseException:
@@ -169,4 +142,4 @@ def _persisted(table: faust.Table, delivery: asyncio.Future[Any]) -> None:
         logger.error("changelog write to %s failed: %r", table.changelog_topic.get_topic_name(), delivery.exception())
         return
     metadata = delivery.result()
-    table.data.set_persisted_offset(metadata.topic_partition, metadata.offset)
+    compat.store_persisted(table, metadata.topic_partition, metadata.offset)

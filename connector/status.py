@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "ACTIVE",
     "CommandKind",
     "Conversation",
     "Status",
@@ -32,9 +31,6 @@ class Status(str, enum.Enum):
     TRANSFERRING = "TRANSFERRING"
     ENDED = "ENDED"
     FAILED = "FAILED"
-
-
-ACTIVE = frozenset({Status.CREATING, Status.QUEUED, Status.AGENT_JOINED, Status.AGENT_LEFT, Status.TRANSFERRING})
 
 
 class CommandKind(str, enum.Enum):
@@ -103,22 +99,23 @@ _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Conversation))
 _FIELD_SET = frozenset(_FIELD_NAMES)
 
 
-def check_command(conversation: Conversation | None, kind: CommandKind) -> str | None:
-    """Why `kind` makes no sense for this conversation now, in words a person understands; None if it does."""
+def check_command(conversation: Conversation | None, kind: CommandKind) -> tuple[str, str] | None:
+    """Why `kind` makes no sense for this conversation now, as an error code and words a person understands;
+    None if it does."""
+    if conversation is not None and conversation.status is Status.ENDED:
+        if kind is CommandKind.START_CONVERSATION:
+            return "ENDED", "this conversation ref was already used for a conversation that has ended; use a new ref"
+        if kind is CommandKind.FETCH_TRANSCRIPT:
+            return None
+        return "ENDED", "the conversation has already ended"
     if kind is CommandKind.START_CONVERSATION:
         if conversation is None or conversation.status is Status.FAILED:
             return None
-        if conversation.status is Status.ENDED:
-            return "this conversation ref was already used for a conversation that has ended; use a new ref"
-        return f"a conversation is already active for this ref (status {conversation.status.value})"
+        return "ALREADY_ACTIVE", f"a conversation is already active for this ref (status {conversation.status.value})"
     if conversation is None or conversation.status is Status.FAILED and conversation.conversation_id is None:
-        return "no conversation was started for this ref"
-    if conversation.status is Status.ENDED:
-        if kind is CommandKind.FETCH_TRANSCRIPT:
-            return None
-        return "the conversation has already ended"
+        return "NOT_STARTED", "no conversation was started for this ref"
     if conversation.conversation_id is None:
-        return "the conversation is still being created"
+        return "STILL_CREATING", "the conversation is still being created"
     return None
 
 

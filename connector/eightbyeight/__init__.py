@@ -26,18 +26,12 @@ __all__ = [
 ]
 
 
-def open_platform(
-    settings: Settings,
-    *,
-    max_in_flight: int = 256,
-    token_refresh_margin_s: float = 60.0,
-    find_max_pages: int = 20,
-    transport: httpx.AsyncBaseTransport | None = None,
-) -> Platform:
+def open_platform(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Platform:
     """The adapter of the configured generation, with one connection pool (and one token) for the worker.
 
     It sends through aiohttp, or through `transport` when given (tests pass an httpx MockTransport).
     """
+    max_in_flight = settings.command_max_in_flight
     sender = HttpxSender(transport) if transport is not None else AiohttpSender(max_in_flight)
     api = ApiClient(sender, max_in_flight, timeout_s=settings.platform_timeout_s)
     key = settings.platform_api_key.get_secret_value()
@@ -48,9 +42,9 @@ def open_platform(
             f"{base_url.rstrip('/')}/oauth/v2/token",
             key,
             settings.platform_api_secret.get_secret_value(),
-            refresh_margin_s=token_refresh_margin_s,
+            refresh_margin_s=settings.platform_token_refresh_margin_s,
         )
         return ChatApiV2(api, token, base_url, settings.platform_region, settings.platform_tenant_id)
     return ChatGatewayV1(
-        api, api_key_headers(key, settings.platform_tenant_id), base_url, find_max_pages=find_max_pages
+        api, api_key_headers(key, settings.platform_tenant_id), base_url, find_max_pages=settings.platform_find_max_pages
     )

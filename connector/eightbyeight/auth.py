@@ -30,7 +30,7 @@ class OAuthToken:
         key: str,
         secret: str,
         *,
-        refresh_margin_s: float = 60.0,
+        refresh_margin_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import Counter
 
+from connector.config import Settings
 from connector.eightbyeight.base import PlatformError
 
 __all__ = ["RETRIES", "Attempted", "RetryPolicy", "retrying"]
@@ -27,12 +28,21 @@ RETRIES = Counter("connector_8x8_retries_total", "8x8 calls tried again, by oper
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to try one 8x8 call."""
+    """How often and how long to try one 8x8 call (`from_settings`: the configured one)."""
 
-    max_attempts: int = 5
-    max_total_s: float = 30.0
-    backoff_base_s: float = 0.2
-    backoff_cap_s: float = 5.0
+    max_attempts: int
+    max_total_s: float
+    backoff_base_s: float
+    backoff_cap_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(
+            settings.command_max_attempts,
+            settings.command_retry_max_s,
+            settings.command_backoff_base_s,
+            settings.command_backoff_cap_s,
+        )
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""

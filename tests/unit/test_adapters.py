@@ -17,7 +17,7 @@ from connector.eightbyeight.transport import HttpxSender
 SECRET = "s3cr3t-value"
 
 
-def _platform(generation: Generation, handler, **kwargs):
+def _platform(generation: Generation, handler):
     settings = load_settings(
         platform_generation=generation,
         platform_base_url="https://api.test",
@@ -26,7 +26,7 @@ def _platform(generation: Generation, handler, **kwargs):
         platform_api_secret=SECRET,
         platform_timeout_s=1.0,
     )
-    return open_platform(settings, transport=httpx.MockTransport(handler), **kwargs)
+    return open_platform(settings, transport=httpx.MockTransport(handler))
 
 
 def _v2_handler(calls: list[httpx.Request], *, expires_in: str = "3600", refuse: set[str] = frozenset()):

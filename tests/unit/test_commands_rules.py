@@ -1,10 +1,11 @@
-"""The pure parts of the command agent: parsing, the create request, auto-end, remembered results."""
+"""The pure parts of the command agent: parsing, the rules, the create request, auto-end, remembered results."""
 
 from __future__ import annotations
 
 import pytest
 
-from connector.commands import CommandSettings, _recalled, _remembered, _rule_code, auto_end_due, new_conversation, parse_command
+from connector.command import Command, auto_end_due, new_conversation, parse_command, refusal
+from connector.results import recalled, remembered
 from connector.eightbyeight import InvalidCommand
 from connector.status import CommandKind, Conversation, Status, check_command
 
@@ -59,7 +60,7 @@ def test_auto_end_due() -> None:
     assert not auto_end_due(transferring, 60_000, 10)
 
 
-def test_rule_codes_follow_check_command() -> None:
+def test_rule_codes_and_reasons() -> None:
     active = Conversation(ref="r", status=Status.QUEUED, conversation_id="c")
     ended = Conversation(ref="r", status=Status.ENDED, conversation_id="c")
     cases = [
@@ -71,8 +72,17 @@ def test_rule_codes_follow_check_command() -> None:
         (Conversation(ref="r", status=Status.FAILED), CommandKind.SEND_MESSAGE, "NOT_STARTED"),
     ]
     for existing, kind, code in cases:
-        assert check_command(existing, kind) is not None
-        assert _rule_code(existing, kind) == code
+        refused = check_command(existing, kind)
+        assert refused is not None and refused[0] == code and refused[1], (existing, kind)
+    assert check_command(active, CommandKind.SEND_MESSAGE) is None
+    assert check_command(ended, CommandKind.FETCH_TRANSCRIPT) is None
+    assert check_command(Conversation(ref="r", status=Status.CREATING), CommandKind.SEND_MESSAGE)[0] == "STILL_CREATING"
+
+
+def test_a_start_whose_create_got_no_id_resumes() -> None:
+    start = Command("c-1", "r", CommandKind.START_CONVERSATION, {})
+    assert refusal(start, Conversation(ref="r", status=Status.CREATING)) is None
+    assert refusal(start, Conversation(ref="r", status=Status.CREATING, conversation_id="x"))[0] == "ALREADY_ACTIVE"
 
 
 def test_remembered_results_are_compact_and_complete_again() -> None:
@@ -90,18 +100,17 @@ def test_remembered_results_are_compact_and_complete_again() -> None:
         "duplicate": False,
         "processed_at": 5,
     }
-    stored = _remembered(result, 7)
+    stored = remembered(result, 7)
     assert set(stored) == {"command_type", "status", "conversation_id", "generation", "attempts", "processed_at", "offset"}
     assert stored["offset"] == 7, "the offset of the record it answered: a replay of that record asks the results topic"
-    assert _recalled("r-1", "c-1", stored) == result
+    assert recalled("r-1", "c-1", stored) == result
 
 
 def test_settings_come_from_the_one_settings_class(monkeypatch) -> None:
     from connector.config import load_settings
+    from connector.eightbyeight import RetryPolicy
 
-    monkeypatch.setenv("CONNECTOR_COMMAND_TRANSCRIPT_ON_END", "false")
-    monkeypatch.setenv("CONNECTOR_COMMAND_MAX_IN_FLIGHT", "32")
     monkeypatch.setenv("CONNECTOR_COMMAND_MAX_ATTEMPTS", "9")
-    config = CommandSettings.from_settings(load_settings())
-    assert config.transcript_on_end is False and config.max_in_flight == 32 and config.max_attempts == 9
-    assert config.auto_end_s == 0.0 and config.retry_policy().max_attempts == 9
+    monkeypatch.setenv("CONNECTOR_COMMAND_BACKOFF_CAP_S", "2.5")
+    policy = RetryPolicy.from_settings(load_settings())
+    assert policy.max_attempts == 9 and policy.backoff_cap_s == 2.5 and policy.max_total_s == 30.0

@@ -1,0 +1,165 @@
+"""Every use the connector makes of Faust's and aiokafka's undocumented internals, in one place.
+
+Each function says what it relies on and why the public API does not do. `RELIED_ON` names every
+attribute they touch, so that `tests/unit/test_faust_compat.py` fails, naming the function, when
+an upgrade moves one; pyproject pins both libraries below their next minor release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import faust
+import faust.streams
+import orjson
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
+
+__all__ = [
+    "RELIED_ON",
+    "active_partitions",
+    "changelog_value",
+    "consumer_generation",
+    "in_partition",
+    "key_partition",
+    "message_generation",
+    "on_rebalance_start",
+    "raw_key_table",
+    "refresh_metadata",
+    "settle_unacked",
+    "store_pop",
+    "store_set",
+    "store_persisted",
+]
+
+
+def settle_unacked(message: Any) -> None:
+    """Let Faust stop waiting for `message` without acking it, so that its offset is never committed here.
+
+    Faust's consumer waits, before a rebalance or a stop completes, until every record handed to a
+    stream is acked (`Consumer.wait_empty`); `Consumer.ack` would also record the offset for the
+    next commit. Marking the message acked is what that wait looks at, and nothing else. Faust has
+    no public way to hand a record back.
+    """
+    message.acked = True
+
+
+def message_generation(message: Any) -> int:
+    """The consumer generation a record was fetched in (Faust stamps `Message.generation_id`)."""
+    return message.generation_id
+
+
+def consumer_generation(app: faust.App) -> int:
+    """The consumer group generation the app is in now (`App.consumer_generation_id`, set on each assignment)."""
+    return app.consumer_generation_id
+
+
+def on_rebalance_start(app: faust.App, callback: Callable[[], None]) -> None:
+    """Call `callback` first thing when partitions are revoked, before Faust waits for the streams to ack.
+
+    Faust's `on_partitions_revoked` signal comes only after that wait, which would then wait for
+    commands that are not started; `App.on_rebalance_start` is the method it calls before it.
+    """
+    original = app.on_rebalance_start
+
+    def wrapped() -> None:
+        original()
+        callback()
+
+    app.on_rebalance_start = wrapped  # type: ignore[method-assign]
+
+
+def active_partitions(app: faust.App) -> set[TP]:
+    """The topic partitions this worker holds as active (not standby), from Faust's assignor."""
+    return app.assignor.assigned_actives()
+
+
+def key_partition(app: faust.App, topic: str, key: bytes) -> TP:
+    """The topic partition Kafka's default partitioner gives `key` in `topic` (the producer's own choice)."""
+    return app.producer.key_partition(topic, key)
+
+
+def raw_key_table(app: faust.App, name: str, partitions: int) -> faust.Table:
+    """A table keyed by str whose changelog keys are raw UTF-8, like the topics' keys.
+
+    Faust would JSON-encode str keys (`"ref"` with quotes) and so hash them to another partition
+    than the same key on chat.commands; `App.Table` takes no key serializer, so the table is built
+    as `App.Table` builds it and its `key_serializer` set before registering (which makes its
+    changelog topic).
+    """
+    table = app.conf.Table(app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions, key_type=str)
+    table.key_serializer = "raw"
+    return app.tables.add(table)
+
+
+@contextlib.contextmanager
+def in_partition(partition: int) -> Iterator[None]:
+    """Faust's RocksDB store keeps one database per partition and takes a write's partition from the
+    current event (`faust.streams._current_event`); outside a stream (timers) or for another
+    partition than the event's, name it."""
+    stand_in = _PartitionEvent(partition)  # held here: the context variable keeps only a weak reference
+    token = faust.streams._current_event.set(weakref.ref(stand_in))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def store_set(table: faust.Table, key: str, value: Any, partition: int) -> None:
+    """Set `key` in the table's store (`Table.data`) without Faust's changelog send: the caller appends it."""
+    with in_partition(partition):
+        table.data[key] = value
+
+
+def store_pop(table: faust.Table, key: str, partition: int) -> Any:
+    """Remove `key` from the table's store without a changelog send; its value, or None."""
+    with in_partition(partition):
+        return table.data.pop(key, None)
+
+
+def store_persisted(table: faust.Table, topic_partition: Any, offset: int) -> None:
+    """Record the changelog offset a write reached (RocksDB resumes its recovery there), as Faust's own writes do."""
+    table.data.set_persisted_offset(topic_partition, offset)
+
+
+def changelog_value(value: Any) -> bytes:
+    """A table value in Faust's changelog format for the connector's tables (JSON, as Faust's default codec writes it)."""
+    return orjson.dumps(value)
+
+
+async def refresh_metadata(producer: AIOKafkaProducer) -> bool:
+    """Ask the brokers for fresh metadata through the producer's own client (`AIOKafkaProducer.client`):
+    whether they answer. aiokafka's producer has no public call that talks to a broker without sending."""
+    return bool(await producer.client.force_metadata_update())
+
+
+class _PartitionEvent:
+    """Stands in for the current event: the store reads only `event.message.partition`."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, partition: int) -> None:
+        self.message = types.SimpleNamespace(partition=partition)
+
+
+# (function, object or import path, attribute) for every internal the functions above rely on, and
+# for the Faust behaviour `connector.lanes` works around (`Consumer._new_offset`, `_drain_messages`).
+RELIED_ON: tuple[tuple[str, str, str], ...] = (
+    ("settle_unacked", "faust.types.tuples.Message", "acked"),
+    ("message_generation", "faust.types.tuples.Message", "generation_id"),
+    ("consumer_generation", "faust.app.base.App", "consumer_generation_id"),
+    ("on_rebalance_start", "faust.app.base.App", "on_rebalance_start"),
+    ("active_partitions", "faust.assignor.PartitionAssignor", "assigned_actives"),
+    ("key_partition", "faust.transport.producer.Producer", "key_partition"),
+    ("raw_key_table", "faust.tables.table.Table", "key_serializer"),
+    ("in_partition", "faust.streams", "_current_event"),
+    ("store_set", "faust.tables.base.Collection", "data"),
+    ("store_persisted", "faust.stores.base.Store", "set_persisted_offset"),
+    ("refresh_metadata", "aiokafka.client.AIOKafkaClient", "force_metadata_update"),
+    ("lanes.InOrderAcks", "faust.transport.consumer.Consumer", "_new_offset"),
+    ("lanes.FirstReads", "faust.transport.consumer.Consumer", "_drain_messages"),
+)
