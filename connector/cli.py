@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from connector.config import ConfigError, Generation, Settings, load_settings
+from connector.platform_cli import platform_app
 from connector.sandbox.cli import sandbox_command
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Kafka <-> 8x8 Contact Center chat connector.")
@@ -13,6 +14,7 @@ schemas_app = typer.Typer(no_args_is_help=True, help="Avro schemas in the Schema
 app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.command("sandbox")(sandbox_command)
+app.add_typer(platform_app, name="platform")
 
 # `connector send --wait`: 1 when a result says FAILED (or nothing could be sent), 3 when a result did not come in time.
 EXIT_FAILED = 1
@@ -87,7 +89,7 @@ def topics_create() -> None:
 
 @schemas_app.command("register")
 def schemas_register() -> None:
-    """Register every Avro schema under its topic's subject (idempotent)."""
+    """Register every Avro schema under its topic's subject, with the subject's compatibility level (idempotent)."""
     from connector.schemas import register_all
 
     settings = load_or_exit()
@@ -96,8 +98,8 @@ def schemas_register() -> None:
     except Exception as exc:  # the registry client raises several kinds
         typer.echo(f"error: cannot register schemas at {settings.schema_registry_url}: {exc}", err=True)
         raise typer.Exit(1) from None
-    for subject, schema_id in ids.items():
-        typer.echo(f"{subject}: id {schema_id}")
+    for subject, (schema_id, level) in ids.items():
+        typer.echo(f"{subject}: id {schema_id}, compatibility {level}")
 
 
 @app.command()

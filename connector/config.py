@@ -134,6 +134,22 @@ class Settings(BaseSettings):
     topic_commands_dlq: str = Field("chat.commands.dlq", description="Poison and permanently failed commands.")
     topic_events: str = Field("chat.events", description="Normalised 8x8 chat events (ChatEvent).")
     topic_transcripts: str = Field("chat.transcripts", description="Conversation transcripts read back from 8x8.")
+    schema_registry_auto_register: bool = Field(
+        True,
+        description="Register the connector's schemas at start when missing. false: look them up only (for a "
+        "registry whose schemas a pipeline owns); a process then refuses to start, naming the subject, when "
+        "one is missing.",
+    )
+    schema_registry_ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA that signed the registry's certificate (default: the system's CAs)."
+    )
+    schema_registry_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate for a registry that wants mutual TLS."
+    )
+    schema_registry_ssl_keyfile: Path | None = Field(None, description="PEM private key of that client certificate.")
+    schema_registry_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the registry client key, if it is encrypted."
+    )
     topic_webhooks_raw: str = Field("chat.webhooks.raw", description="Verified raw webhook POSTs.")
 
     # --- Faust worker --------------------------------------------------------------------------
@@ -395,6 +411,21 @@ class Settings(BaseSettings):
             "security_protocol": self.kafka_security_protocol.value,
             "client_id": self.kafka_client_id,
         }
+    def schema_registry_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the registry when a CA or a client certificate is set, else None (system CAs)."""
+        if not (self.schema_registry_ssl_cafile or self.schema_registry_ssl_certfile):
+            return None
+        cafile = self.schema_registry_ssl_cafile
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        if self.schema_registry_ssl_certfile:
+            password = self.schema_registry_ssl_key_password
+            context.load_cert_chain(
+                str(self.schema_registry_ssl_certfile),
+                str(self.schema_registry_ssl_keyfile) if self.schema_registry_ssl_keyfile else None,
+                password.get_secret_value() if password else None,
+            )
+        return context
+
         context = self.ssl_context()
         if context is not None:
             config["ssl_context"] = context
@@ -457,6 +488,7 @@ _SECRET_FIELDS = (
 
 def _describe(exc: ValidationError) -> str:
     """One line per wrong variable: its name, what was wrong, what is allowed. Never the secret value."""
+    "schema_registry_ssl_key_password",
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
         location = [str(part) for part in error.get("loc", ()) if part]

@@ -15,6 +15,7 @@ from connector import logs
 from connector.app import TABLES, build
 from connector.config import Settings
 from connector.kafka_errors import KafkaAccessError, check
+from connector.schemas import SchemaMissing, check_registered
 from connector.topics import check_webhook_topic
 
 __all__ = ["run_worker"]
@@ -34,6 +35,13 @@ def run_worker(settings: Settings) -> None:
     except KafkaAccessError as exc:
         logger.error("cannot start: %s", exc)
         raise SystemExit(2) from None
+    try:
+        check_registered(settings)
+    except SchemaMissing as exc:
+        logger.error("cannot start: %s", exc)
+        raise SystemExit(2) from None
+    except Exception as exc:  # the registry client raises several kinds; Faust's start waits for the registry
+        logger.warning("schema registry at %s not checked now: %s: %s", settings.schema_registry_url, type(exc).__name__, exc)
     refusal = check_webhook_topic(settings)
     if refusal is not None:
         logger.error("invalid configuration: %s", refusal)

@@ -3,7 +3,10 @@
 The `.avsc` files live in `schemas/` (shipped as `connector._avsc`). Each is registered under the
 TopicNameStrategy subject `<topic>-value`. Encoding uses the id obtained at registration; decoding
 resolves the writer's schema by id (cached) against ours, so records written by older or newer
-compatible schema versions read fine. Unions of records are written and read with their names
+compatible schema versions read fine. `connector schemas register` also sets each subject's
+compatibility (`COMPATIBILITY`). With `CONNECTOR_SCHEMA_REGISTRY_AUTO_REGISTER=false` nothing is
+registered: the schemas are looked up, and a missing one is a `SchemaMissing` naming its subject.
+Unions of records are written and read with their names
 (fastavro's tuple notation) where a union has more than one record, because a dict alone cannot say which command it is.
 """
 
@@ -29,11 +32,14 @@ from schema_registry.client.schema import AvroSchema
 from connector.config import Settings
 
 __all__ = [
+    "COMPATIBILITY",
     "SCHEMA_NAMES",
     "AvroCodec",
     "RegistryUnavailable",
     "SchemaError",
+    "SchemaMissing",
     "async_registry",
+    "check_registered",
     "load_schema",
     "plain",
     "register_all",
@@ -45,10 +51,26 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_NAMES = ("ConversationCommand", "CommandResult", "ChatEvent", "ConversationTranscript", "RawWebhook")
 MAGIC_BYTE = 0
+# Each subject's compatibility level. chat.commands is read by the connector and written by others:
+# BACKWARD, so that the connector is upgraded first and reads both older and newer commands. The
+# topics the connector writes are read by consumers that upgrade on their own schedule (FORWARD:
+# old readers read new records) and by the connector itself (results read back after a crash,
+# chat.webhooks.raw and chat.events by its agents: BACKWARD), hence FULL.
+COMPATIBILITY = {
+    "ConversationCommand": "BACKWARD",
+    "CommandResult": "FULL",
+    "ChatEvent": "FULL",
+    "ConversationTranscript": "FULL",
+    "RawWebhook": "FULL",
+}
 
 
 class SchemaError(ValueError):
     """Bytes that are not a record of the expected schema (the reason says why)."""
+
+
+class SchemaMissing(Exception):
+    """A schema is not registered and CONNECTOR_SCHEMA_REGISTRY_AUTO_REGISTER=false forbids registering it."""
 
 
 class RegistryUnavailable(Exception):
@@ -80,21 +102,39 @@ def subjects(settings: Settings) -> dict[str, str]:
 
 def sync_registry(settings: Settings) -> SchemaRegistryClient:
     """A blocking registry client, for the CLI and enterprise code."""
-    return SchemaRegistryClient(settings.schema_registry_url, auth=_auth(settings), timeout=httpx.Timeout(10.0))
+    return _with_tls(
+        SchemaRegistryClient(settings.schema_registry_url, auth=_auth(settings), timeout=httpx.Timeout(10.0)), settings
+    )
 
 
 def async_registry(settings: Settings) -> AsyncSchemaRegistryClient:
     """A non-blocking registry client, for the worker."""
-    return AsyncSchemaRegistryClient(settings.schema_registry_url, auth=_auth(settings), timeout=httpx.Timeout(10.0))
+    return _with_tls(
+        AsyncSchemaRegistryClient(settings.schema_registry_url, auth=_auth(settings), timeout=httpx.Timeout(10.0)),
+        settings,
+    )
 
 
-def register_all(settings: Settings) -> dict[str, int]:
-    """Register every schema under its subject (idempotent); subject -> schema id."""
+def register_all(settings: Settings) -> dict[str, tuple[int, str]]:
+    """Set each subject's compatibility, then register its schema (idempotent); subject -> (schema id, level)."""
     client = sync_registry(settings)
-    return {
-        subject: client.register(subject, AvroSchema(load_schema(name)))
-        for name, subject in subjects(settings).items()
-    }
+    registered = {}
+    for name, subject in subjects(settings).items():
+        client.update_compatibility(COMPATIBILITY[name], subject)
+        registered[subject] = (client.register(subject, AvroSchema(load_schema(name))), COMPATIBILITY[name])
+    return registered
+
+
+def check_registered(settings: Settings) -> None:
+    """In look-up-only mode, SchemaMissing naming every subject that lacks our schema; else nothing to check."""
+    if settings.schema_registry_auto_register:
+        return
+    client = sync_registry(settings)
+    missing = [
+        subject for name, subject in subjects(settings).items() if client.check_version(subject, AvroSchema(load_schema(name))) is None
+    ]
+    if missing:
+        raise SchemaMissing(_missing(settings, missing))
 
 
 class AvroCodec:
@@ -126,11 +166,25 @@ class AvroCodec:
         client = sync_registry(self._settings)
         for name, subject in subjects(self._settings).items():
             if name not in self._ids and (not names or name in names):
-                self._remember(name, client.register(subject, AvroSchema(load_schema(name))))
+                schema = AvroSchema(load_schema(name))
+                if self._settings.schema_registry_auto_register:
+                    self._remember(name, client.register(subject, schema))
+                else:
+                    self._remember(name, self._found(subject, client.check_version(subject, schema)))
 
     async def _register(self) -> None:
         for name, subject in subjects(self._settings).items():
-            self._remember(name, await self._registry.register(subject, AvroSchema(load_schema(name))))
+            schema = AvroSchema(load_schema(name))
+            if self._settings.schema_registry_auto_register:
+                self._remember(name, await self._registry.register(subject, schema))
+            else:
+                self._remember(name, self._found(subject, await self._registry.check_version(subject, schema)))
+
+    def _found(self, subject: str, version: Any) -> int:
+        """The id of a looked-up schema; SchemaMissing when the registry does not have it."""
+        if version is None:
+            raise SchemaMissing(_missing(self._settings, [subject]))
+        return version.schema_id
 
     def _remember(self, name: str, schema_id: int) -> None:
         self._ids[name] = schema_id
@@ -253,6 +307,25 @@ def _schema_id_of(data: bytes | None) -> int:
     if len(data) < 5 or data[0] != MAGIC_BYTE:
         raise SchemaError("value is not in Confluent wire format (magic byte 0 and a 4-byte schema id)")
     return struct.unpack(">I", data[1:5])[0]
+
+
+def _missing(settings: Settings, missing: list[str]) -> str:
+    return (
+        f"this connector's schema is not registered under {', '.join(missing)} at {settings.schema_registry_url}, "
+        "and CONNECTOR_SCHEMA_REGISTRY_AUTO_REGISTER=false forbids registering it: run `connector schemas register` "
+        "(or your schema pipeline) first"
+    )
+
+
+def _with_tls(client: Any, settings: Settings) -> Any:
+    """The client verifying the registry with our CA and presenting our certificate, when they are set.
+
+    The client library uses a CA file only together with a client certificate; ours covers both.
+    """
+    context = settings.schema_registry_ssl_context()
+    if context is not None:
+        client.client_kwargs["verify"] = context
+    return client
 
 
 def _auth(settings: Settings) -> httpx.BasicAuth | None:
