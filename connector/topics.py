@@ -18,8 +18,17 @@ from kafka.errors import (
 from connector.app import TABLES
 from connector.config import RECORD_OVERHEAD_BYTES, Settings
 from connector.kafka_errors import KafkaAccessError, describe
+from connector.retention import CHANGELOG_CONFIG
 
-__all__ = ["TopicSpec", "assign_all", "check_webhook_topic", "create_topics", "topic_specs"]
+__all__ = [
+    "TopicSpec",
+    "assign_all",
+    "changelog_topics",
+    "check_webhook_topic",
+    "create_topics",
+    "partition_counts",
+    "topic_specs",
+]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 
@@ -48,8 +57,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         settings.topic_transcripts: delete,
         settings.topic_webhooks_raw: delete,
     }
-    for table in TABLES:
-        specs[f"{settings.app_id}-{table}-changelog"] = {"cleanup.policy": "compact"}
+    for name in changelog_topics(settings):
+        specs[name] = dict(CHANGELOG_CONFIG)
     # With acks=all, an acknowledged write is on min.insync.replicas brokers: 2 wherever there are 2.
     durable = {"min.insync.replicas": str(min(2, settings.kafka_replication_factor))}
     return [
@@ -61,7 +70,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
     """Create the topics that do not exist yet; topic -> "created" or "exists (N partitions)".
 
-    KafkaAccessError names the ACL when the principal may not create one.
+    An existing table changelog also gets the compaction settings of `CHANGELOG_CONFIG` where it
+    lacks them (deployments made before they were chosen); where the principal may not read or
+    change its configuration, the outcome says so and which ACLs it needs. KafkaAccessError names
+    the ACL when the principal may not create a topic.
     """
     specs = specs if specs is not None else topic_specs(settings)
     admin = KafkaAdminClient(**settings.kafka_python_config(), request_timeout_ms=30_000)
@@ -69,9 +81,12 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
         existing = _partition_counts(admin, [spec.name for spec in specs])
         outcome: dict[str, str] = {}
         missing = [spec for spec in specs if spec.name not in existing]
+        changelogs = set(changelog_topics(settings))
         for spec in specs:
             if spec.name in existing:
                 outcome[spec.name] = f"exists ({existing[spec.name]} partitions)"
+                if spec.name in changelogs:
+                    outcome[spec.name] += _compaction_of(admin, spec.name)
         for spec in missing:
             try:
                 admin.create_topics(
@@ -86,6 +101,11 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
         return outcome
     finally:
         admin.close()
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    """The names of the table changelogs (Faust's: `<app id>-<table>-changelog`)."""
+    return [f"{settings.app_id}-{table}-changelog" for table in TABLES]
 
 
 def check_webhook_topic(settings: Settings) -> str | None:
@@ -118,6 +138,35 @@ def check_webhook_topic(settings: Settings) -> str | None:
         f"but {topic} takes {allowed} (max.message.bytes): lower the limit to at most "
         f"{allowed - RECORD_OVERHEAD_BYTES} or raise the topic's max.message.bytes"
     )
+
+
+def partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Topic -> number of partitions, for those of `names` that exist."""
+    admin = KafkaAdminClient(**settings.kafka_python_config(), request_timeout_ms=10_000)
+    try:
+        return _partition_counts(admin, names)
+    finally:
+        admin.close()
+
+
+def _compaction_of(admin: KafkaAdminClient, topic: str) -> str:
+    """Give an existing changelog the settings of CHANGELOG_CONFIG it lacks; what was done, for the outcome."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(CHANGELOG_CONFIG))
+    try:
+        described = admin.describe_configs([resource], config_filter="all")["topic"][topic]
+        wrong = {name: value for name, value in CHANGELOG_CONFIG.items() if described.get(name, {}).get("value") != value}
+        if not wrong:
+            return ""
+        answer = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=wrong)])["topic"][topic]
+    except KafkaError as exc:
+        answer = type(exc).__name__
+    if answer != "OK":
+        wanted = ", ".join(f"{name}={value}" for name, value in CHANGELOG_CONFIG.items())
+        return (
+            f"; its compaction settings could not be checked or set ({answer}): that needs DescribeConfigs and "
+            f"AlterConfigs on Topic {topic}; or set {wanted} with kafka-configs"
+        )
+    return f"; set {', '.join(f'{name}={value}' for name, value in wrong.items())}"
 
 
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:

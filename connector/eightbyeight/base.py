@@ -17,11 +17,13 @@ __all__ = [
     "CONNECTOR_REF",
     "MAX_HISTORY",
     "MAX_PROPERTIES",
+    "Channel",
     "InvalidCommand",
     "NewConversation",
     "Platform",
     "PlatformError",
     "ReadBack",
+    "Webhook",
     "epoch_ms",
     "text",
 ]
@@ -76,6 +78,38 @@ class ReadBack:
     messages: list[dict[str, Any]]
     participants: list[dict[str, Any]]
     interactions: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A web-hook registered with 8x8: where it delivers events, in which notification version."""
+
+    id: str
+    name: str
+    uri: str
+    version: str | None
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> Webhook:
+        """From 8x8's web-hook object (the same fields in both generations)."""
+        return cls(text(item.get("id")) or "", text(item.get("name")) or "", text(item.get("uri")) or "", text(item.get("version")))
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A chat channel: conversations created on it are delivered to its web-hook and queued on its queue."""
+
+    id: str
+    name: str
+    webhook_id: str | None
+    queue_id: str | None
+
+    @classmethod
+    def of(cls, item: dict[str, Any]) -> Channel:
+        """From 8x8's channel object (the same fields in both generations)."""
+        routing = item.get("routingOptions")
+        queue = text(routing.get("id")) if isinstance(routing, dict) else None
+        return cls(text(item.get("id")) or "", text(item.get("name")) or "", text(item.get("webHookId")), queue)
 
 
 class PlatformError(Exception):
@@ -151,6 +185,38 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     async def read_back(self, conversation_id: str) -> ReadBack:
         """The conversation, its messages, participants (and interactions) for a transcript."""
+
+    @abc.abstractmethod
+    async def webhooks(self) -> list[Webhook]:
+        """Every web-hook of the tenant."""
+
+    @abc.abstractmethod
+    async def create_webhook(self, name: str, uri: str) -> Webhook:
+        """Register a web-hook to `uri` (8x8 sends it `WEB_HOOK_VERIFY`)."""
+
+    @abc.abstractmethod
+    async def verify_webhook(self, webhook: Webhook) -> None:
+        """Have 8x8 send `WEB_HOOK_VERIFY` to the web-hook's URL; PlatformError unless it answered 2xx."""
+
+    @abc.abstractmethod
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Remove a web-hook."""
+
+    @abc.abstractmethod
+    async def channels(self) -> list[Channel]:
+        """Every chat channel of the tenant."""
+
+    @abc.abstractmethod
+    async def channel(self, channel_id: str) -> Channel | None:
+        """One channel, or None when 8x8 has none with that id."""
+
+    @abc.abstractmethod
+    async def create_channel(self, name: str, webhook_id: str, queue_id: str) -> Channel:
+        """A channel bound to a web-hook whose conversations are queued on `queue_id`."""
+
+    @abc.abstractmethod
+    async def delete_channel(self, channel_id: str) -> None:
+        """Remove a channel."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

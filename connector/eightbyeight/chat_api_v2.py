@@ -10,11 +10,13 @@ from connector.eightbyeight.auth import OAuthToken
 from connector.eightbyeight.base import (
     CONNECTOR_REF,
     MAX_PROPERTIES,
+    Channel,
     InvalidCommand,
     NewConversation,
     Platform,
     PlatformError,
     ReadBack,
+    Webhook,
     epoch_ms,
     text,
 )
@@ -24,7 +26,9 @@ from connector.eightbyeight.transport import Reply
 __all__ = ["ChatApiV2"]
 
 GENERATION = "chat-api-v2"
+NOTIFICATION_VERSION = "v2.0"
 _FIND_PAGE_SIZE = 20
+_PAGE_SIZE = 100
 
 
 class ChatApiV2(Platform):
@@ -91,8 +95,55 @@ class ChatApiV2(Platform):
         answer = await self._request("messages", "GET", f"/conversations/{_seg(conversation_id)}/messages")
         return [_message(m) for m in items_of(json_body(answer, "messages").get("messages"), "messages", answer, "messages")]
 
+    async def webhooks(self) -> list[Webhook]:
+        return [Webhook.of(w) for w in await self._all("webhooks", "/web-hooks")]
+
+    async def create_webhook(self, name: str, uri: str) -> Webhook:
+        # Spec flaw: `notificationVersion` is required but the property is defined as `version`; both are sent.
+        body = {"name": name, "uri": uri, "notificationVersion": NOTIFICATION_VERSION, "version": NOTIFICATION_VERSION}
+        return Webhook.of(json_body(await self._request("webhook-create", "POST", "/web-hooks", json=body), "webhook-create"))
+
+    async def verify_webhook(self, webhook: Webhook) -> None:
+        body = {"version": webhook.version or NOTIFICATION_VERSION, "uri": webhook.uri}
+        await self._request("webhook-verify", "POST", "/web-hooks/verify", json=body)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._request("webhook-delete", "DELETE", f"/web-hooks/{_seg(webhook_id)}")
+
+    async def channels(self) -> list[Channel]:
+        return [Channel.of(c) for c in await self._all("channels", "/channels")]
+
+    async def channel(self, channel_id: str) -> Channel | None:
+        try:
+            answer = await self._request("channel", "GET", f"/channels/{_seg(channel_id)}")
+        except PlatformError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        return Channel.of(json_body(answer, "channel"))
+
+    async def create_channel(self, name: str, webhook_id: str, queue_id: str) -> Channel:
+        body = {"name": name, "webHookId": webhook_id, "routingOptions": {"type": "queue", "id": queue_id}}
+        return Channel.of(json_body(await self._request("channel-create", "POST", "/channels", json=body), "channel-create"))
+
+    async def delete_channel(self, channel_id: str) -> None:
+        await self._request("channel-delete", "DELETE", f"/channels/{_seg(channel_id)}")
+
     async def aclose(self) -> None:
         await self._api.aclose()
+
+    async def _all(self, name: str, path: str) -> list[dict[str, Any]]:
+        """Every item of a paged `data` list (`page.pageCount` pages)."""
+        items: list[dict[str, Any]] = []
+        page = 0
+        while True:
+            answer = await self._request(name, "GET", path, params={"size": _PAGE_SIZE, "page": page})
+            body = json_body(answer, name)
+            items.extend(items_of(body.get("data"), name, answer, "data"))
+            page += 1
+            count = body.get("page", {}).get("pageCount") if isinstance(body.get("page"), dict) else None
+            if not isinstance(count, (int, float)) or isinstance(count, bool) or page >= count:
+                return items
 
     async def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> Reply:
         """One request with the current token; a 401 replaces the token once and sends again."""

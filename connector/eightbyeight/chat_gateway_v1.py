@@ -8,10 +8,12 @@ from urllib.parse import quote
 
 from connector.eightbyeight.base import (
     CONNECTOR_REF,
+    Channel,
     NewConversation,
     Platform,
     PlatformError,
     ReadBack,
+    Webhook,
     epoch_ms,
     text,
 )
@@ -21,6 +23,7 @@ from connector.eightbyeight.transport import Reply
 __all__ = ["ChatGatewayV1"]
 
 GENERATION = "chat-gateway-v1"
+NOTIFICATION_VERSION = "Chat Gateway v1.0"
 _PAGE_SIZE = 100
 # Characters that would change the meaning of an RSQL/FIQL filter term.
 _FIQL_RESERVED = set(",;()=!<>'\"\\ ")
@@ -95,6 +98,40 @@ class ChatGatewayV1(Platform):
     async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
         path = f"/conversations/{_seg(conversation_id)}/messages"
         return [_message(m) for m in await self._all("messages", path, {"sort": "createdAt:asc"})]
+
+    async def webhooks(self) -> list[Webhook]:
+        return [Webhook.of(w) for w in await self._all("webhooks", "/webhooks", {})]
+
+    async def create_webhook(self, name: str, uri: str) -> Webhook:
+        # Spec flaw: `notificationVersion` is required but the property is defined as `version`; both are sent.
+        body = {"name": name, "uri": uri, "notificationVersion": NOTIFICATION_VERSION, "version": NOTIFICATION_VERSION}
+        return Webhook.of(json_body(await self._request("webhook-create", "POST", "/webhooks", json=body), "webhook-create"))
+
+    async def verify_webhook(self, webhook: Webhook) -> None:
+        body = {"version": webhook.version or NOTIFICATION_VERSION, "uri": webhook.uri}
+        await self._request("webhook-verify", "POST", "/webhooks/verify", json=body)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._request("webhook-delete", "DELETE", f"/webhooks/{_seg(webhook_id)}")
+
+    async def channels(self) -> list[Channel]:
+        return [Channel.of(c) for c in await self._all("channels", "/channels", {})]
+
+    async def channel(self, channel_id: str) -> Channel | None:
+        try:
+            answer = await self._request("channel", "GET", f"/channels/{_seg(channel_id)}")
+        except PlatformError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        return Channel.of(json_body(answer, "channel"))
+
+    async def create_channel(self, name: str, webhook_id: str, queue_id: str) -> Channel:
+        body = {"name": name, "type": "ChatAPI", "webHookId": webhook_id, "routingOptions": {"type": "queue", "id": queue_id}}
+        return Channel.of(json_body(await self._request("channel-create", "POST", "/channels", json=body), "channel-create"))
+
+    async def delete_channel(self, channel_id: str) -> None:
+        await self._request("channel-delete", "DELETE", f"/channels/{_seg(channel_id)}")
 
     async def aclose(self) -> None:
         await self._api.aclose()
