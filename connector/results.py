@@ -23,6 +23,12 @@ __all__ = ["DLQ_RECORDS", "RESULTS", "Outputs", "failure", "now_ms", "recalled",
 
 logger = logging.getLogger(__name__)
 
+# The DLQ's error headers: Kafka Connect's names (KIP-298), and the connector's own error code.
+CONNECT_ERRORS = "__connect.errors."
+ERROR_CODE_HEADER = "connector.error.code"
+# W3C Trace Context: a command's header, copied onto its result, DLQ record and transcript.
+TRACEPARENT = "traceparent"
+
 RESULTS = Counter(
     "connector_command_results_total",
     "Command results published, by command type, status, and whether it re-emits an earlier result.",
@@ -127,15 +133,22 @@ class Outputs:
         }
         await self.emit(self._settings.topic_webhooks_raw, conversation_id.encode(), "RawWebhook", record)
 
-    async def dead_letter(self, message: Any, code: str, error_class: str, text: str) -> None:
-        """The record, its headers and the error in headers, to the DLQ; its body is left out if the DLQ cannot take it."""
+    async def dead_letter(
+        self, message: Any, code: str, error_class: str, text: str, *, answer: dict[str, Any] | None = None
+    ) -> None:
+        """The record, its headers and the error in headers, to the DLQ; its body is left out if the DLQ cannot take it.
+
+        The error headers are Kafka Connect's (KIP-298), so that DLQ tooling made for Connect reads them,
+        plus the connector's `connector.error.code`. Logged once at WARNING with the ids of `answer`, the
+        FAILED result published for the record.
+        """
         headers = [
-            ("connector.error.class", error_class.encode()),
-            ("connector.error.code", code.encode()),
-            ("connector.error.message", text[:1000].encode("utf-8", "replace")),
-            ("connector.source.topic", message.topic.encode()),
-            ("connector.source.partition", str(message.partition).encode()),
-            ("connector.source.offset", str(message.offset).encode()),
+            (f"{CONNECT_ERRORS}topic", message.topic.encode()),
+            (f"{CONNECT_ERRORS}partition", str(message.partition).encode()),
+            (f"{CONNECT_ERRORS}offset", str(message.offset).encode()),
+            (f"{CONNECT_ERRORS}exception.class.name", error_class.encode()),
+            (f"{CONNECT_ERRORS}exception.message", text[:1000].encode("utf-8", "replace")),
+            (ERROR_CODE_HEADER, code.encode()),
         ]
         dlq = self._settings.topic_commands_dlq
         try:
@@ -157,6 +170,7 @@ class Outputs:
             ]
             await self._appender.deliver(dlq, message.key, None, headers=headers + dropped)
         DLQ_RECORDS.labels(code).inc()
+        _log_failure(message, code, text, answer or {}, dlq)
 
     async def emit(self, topic: str, key: bytes | None, schema: str, record: dict[str, Any]) -> None:
         """Append `record`, Avro-encoded under our registered `schema`, to `topic`, and wait until Kafka has it."""
@@ -173,6 +187,26 @@ _RESULT_DEFAULTS: dict[str, Any] = {
     "attempts": 0,
     "duplicate": False,
 }
+
+
+def _log_failure(message: Any, code: str, reason: str, answer: dict[str, Any], dlq: str) -> None:
+    """One WARNING line per FAILED command and its DLQ record, with the ids as fields."""
+    ref = answer.get("conversation_ref") or (message.key or b"").decode("utf-8", "replace")
+    ids = {
+        "ref": ref,
+        "command_id": answer.get("command_id"),
+        "conversation_id": answer.get("conversation_id"),
+        "error_code": code,
+        "reason": reason[:1000],
+    }
+    trace = dict(_header_items(message.headers)).get(TRACEPARENT)
+    if trace:
+        ids["traceparent"] = trace.decode("ascii", "replace")
+    logger.warning(
+        "command %s of %s FAILED: %s: %s (record %s[%s]@%s copied to %s)",
+        ids["command_id"] or "(unreadable)", ref, code, ids["reason"], message.topic, message.partition, message.offset, dlq,
+        extra=ids,
+    )
 
 
 def _header_items(headers: Any) -> Iterator[tuple[str, bytes]]:

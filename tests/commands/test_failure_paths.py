@@ -96,8 +96,8 @@ def test_a_hostile_stream_leaves_every_valid_command_answered_once_in_order(
         assert record.value == hostile[name][0], f"{name}: the DLQ must keep the original bytes"
         headers = dict(record.headers)
         assert headers["connector.error.code"] == b"UNDECODABLE"
-        assert hostile[name][1] in headers["connector.error.message"].decode()
-        assert headers["connector.source.topic"].decode() == topic
+        assert hostile[name][1] in headers["__connect.errors.exception.message"].decode()
+        assert headers["__connect.errors.topic"].decode() == topic
 
     changelog = readers(f"{env['CONNECTOR_APP_ID']}-conversations-changelog", env, None)
     changelog.poll(2)
@@ -133,7 +133,7 @@ def test_a_dlq_copy_the_dlq_cannot_take_goes_there_without_its_body(
     headers = dict(record.headers)
     assert record.value is None and record.key == ref.encode()
     assert headers["connector.error.code"] == b"UNDECODABLE"
-    assert headers["connector.source.offset"] == str(offset).encode() and headers["connector.source.partition"] == b"1"
+    assert headers["__connect.errors.offset"] == str(offset).encode() and headers["__connect.errors.partition"] == b"1"
     assert headers["connector.source.size"] == str(len(big) + len(ref)).encode()
     assert b"TooLarge" in headers["connector.dlq.body.omitted"]
 
@@ -330,7 +330,7 @@ def _dlq_by_source(reader: TopicReader, count: int) -> dict[tuple[int, int], Any
     while len(reader.records) < count and time.monotonic() < deadline:
         reader.poll(0.5)
     return {
-        (int(dict(r.headers)["connector.source.partition"]), int(dict(r.headers)["connector.source.offset"])): r
+        (int(dict(r.headers)["__connect.errors.partition"]), int(dict(r.headers)["__connect.errors.offset"])): r
         for r in reader.records
     }
 

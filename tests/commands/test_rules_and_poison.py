@@ -99,9 +99,9 @@ def test_rules_duplicates_and_poison(sandbox, connector_env, start_worker, publi
     values = [r.value for r in deadline_records]
     assert b"not avro at all" in values and None in values
     for h in headers:
-        assert {"connector.error.class", "connector.error.code", "connector.error.message", "connector.source.topic",
-                "connector.source.partition", "connector.source.offset"} <= set(h)
-        assert h["connector.source.topic"].decode() == topic
+        assert {"__connect.errors.topic", "__connect.errors.partition", "__connect.errors.offset",
+                "__connect.errors.exception.class.name", "__connect.errors.exception.message", "connector.error.code"} <= set(h)
+        assert h["__connect.errors.topic"].decode() == topic
     codes = sorted(h["connector.error.code"].decode() for h in headers)
     assert codes.count("UNDECODABLE") == 3 and codes.count("INVALID_COMMAND") == 3
     assert {"NOT_STARTED", "ALREADY_ACTIVE", "ENDED"} <= set(codes)
