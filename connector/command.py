@@ -11,10 +11,7 @@ from typing import Any
 from connector.eightbyeight import InvalidCommand, NewConversation
 from connector.status import CommandKind, Conversation, Status, check_command
 
-__all__ = ["AUTO_END_PREFIX", "Command", "auto_end_due", "new_conversation", "parse_command", "refusal"]
-
-# Command ids of the EndConversation commands the auto-end policy publishes: `auto-end:<ref>:<agent_left_at>`.
-AUTO_END_PREFIX = "auto-end:"
+__all__ = ["Command", "new_conversation", "parse_command", "refusal"]
 
 
 @dataclass(frozen=True)
@@ -79,15 +76,6 @@ def new_conversation(command: Command, default_channel: str) -> NewConversation:
         history=[(m["text"], m.get("author_type", "USER").lower()) for m in command.body.get("history") or ()],
         assignment=(assignment["type"].lower(), assignment["id"]) if assignment else None,
     )
-
-
-def auto_end_due(conversation: Conversation, now_ms: int, after_s: float) -> bool:
-    """True when the auto-end policy should end it: agent left `after_s` ago, no transfer, no customer message since."""
-    if after_s <= 0 or conversation.status is not Status.AGENT_LEFT or conversation.agent_left_at is None:
-        return False
-    if conversation.last_customer_message_at is not None and conversation.last_customer_message_at >= conversation.agent_left_at:
-        return False
-    return now_ms - conversation.agent_left_at >= after_s * 1000
 
 
 _KINDS = {

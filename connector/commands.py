@@ -7,6 +7,7 @@ says back: `connector.results`.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import faust
@@ -15,6 +16,8 @@ from prometheus_client import Gauge
 from connector import _faust_compat as compat
 from connector.app import Connector
 from connector.processor import CommandProcessor
+from connector.retention import Sweeper, sweep_interval
+from connector.status import Status
 
 __all__ = ["install"]
 
@@ -23,6 +26,7 @@ logger = logging.getLogger(__name__)
 TABLE_ENTRIES = Gauge("connector_table_entries", "Entries in a table held by this worker.", ["table"])
 LANES_BUFFERED = Gauge("connector_command_lanes_buffered", "Commands accepted by the lanes and not finished.")
 LANES_ACTIVE = Gauge("connector_command_lanes_active", "Conversation refs with commands in their lane.")
+CONVERSATIONS = Gauge("connector_conversations", "Conversations in the partitions this worker owns, by status.", ["status"])
 
 
 def install(connector: Connector) -> None:
@@ -73,10 +77,31 @@ def install(connector: Connector) -> None:
         TABLE_ENTRIES.labels("refs").set(len(connector.refs))
         LANES_BUFFERED.set(processor.lanes.buffered)
         LANES_ACTIVE.set(processor.lanes.active)
+        by_status = _owned_by_status(connector)
+        for status in Status:
+            CONVERSATIONS.labels(status.value).set(by_status[status.value])
+
+    sweeper = Sweeper(connector, busy=processor.lanes.holds)
+
+    @app.timer(interval=sweep_interval(connector.settings.state_retention_s))
+    async def expire_conversations() -> None:
+        await sweeper.tick()
 
     auto_end_s = connector.settings.command_auto_end_s
     if auto_end_s > 0:
 
         @app.timer(interval=max(1.0, min(auto_end_s / 4, 30.0)))
         async def auto_end() -> None:
-            await processor.auto_end()
+            await processor.auto_end.publish_due()
+
+
+def _owned_by_status(connector: Connector) -> Counter[str]:
+    """The conversations of the partitions this worker owns (not its standby copies), counted by status."""
+    app = connector.app
+    owned = compat.active_partitions(app)
+    topic = connector.commands.get_topic_name()
+    return Counter(
+        value["status"]
+        for ref, value in list(connector.conversations.items())
+        if value and compat.key_partition(app, topic, ref.encode()) in owned
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.command import Command, auto_end_due, new_conversation, parse_command, refusal
+from connector.auto_end import auto_end_due
+from connector.command import Command, new_conversation, parse_command, refusal
 from connector.results import recalled, remembered
 from connector.eightbyeight import InvalidCommand
 from connector.status import CommandKind, Conversation, Status, check_command
