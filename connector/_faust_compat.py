@@ -83,15 +83,24 @@ def key_partition(app: faust.App, topic: str, key: bytes) -> TP:
     return app.producer.key_partition(topic, key)
 
 
-def raw_key_table(app: faust.App, name: str, partitions: int) -> faust.Table:
-    """A table keyed by str whose changelog keys are raw UTF-8, like the topics' keys.
+def raw_key_table(app: faust.App, name: str, partitions: int, config: dict[str, str]) -> faust.Table:
+    """A table keyed by str whose changelog keys are raw UTF-8, like the topics' keys, its changelog
+    created with the topic settings `config` when Faust creates it.
 
     Faust would JSON-encode str keys (`"ref"` with quotes) and so hash them to another partition
     than the same key on chat.commands; `App.Table` takes no key serializer, so the table is built
     as `App.Table` builds it and its `key_serializer` set before registering (which makes its
     changelog topic).
     """
-    table = app.conf.Table(app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions, key_type=str)
+    table = app.conf.Table(
+        app,
+        name=name,
+        default=None,
+        beacon=app.tables.beacon,
+        partitions=partitions,
+        key_type=str,
+        extra_topic_configs=config,
+    )
     table.key_serializer = "raw"
     return app.tables.add(table)
 

@@ -16,6 +16,7 @@ import faust
 from connector import _faust_compat as compat
 from connector.appender import Appender
 from connector.config import RECORD_OVERHEAD_BYTES, Settings
+from connector.retention import CHANGELOG_CONFIG
 from connector.schemas import AvroCodec
 
 __all__ = [
@@ -122,8 +123,9 @@ def canonical_url(settings: Settings) -> str:
 
 
 def table(app: faust.App, name: str, settings: Settings) -> faust.Table:
-    """A table keyed by str, its changelog keys raw UTF-8 like the topics' keys (so co-partitioned with them)."""
-    return compat.raw_key_table(app, name, settings.kafka_partitions)
+    """A table keyed by str, its changelog keys raw UTF-8 like the topics' keys (so co-partitioned with them)
+    and compacted as `connector.retention.CHANGELOG_CONFIG` says, whoever creates it (Faust or `topics create`)."""
+    return compat.raw_key_table(app, name, settings.kafka_partitions, CHANGELOG_CONFIG)
 
 
 def _topic(app: faust.App, name: str) -> faust.TopicT:

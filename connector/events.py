@@ -9,15 +9,18 @@ machine. Both agents log, count and skip what they cannot read; they never stop 
 State, all in Faust tables written through `connector.appender` to the partition of the record
 being processed (named explicitly, so that the hold timer writes to the same partitions as the
 stream, in the store as in the changelog):
-- `refs[8x8 id] -> ref`;
+- `refs[8x8 id] -> ref`, deleted on the REF_EXPIRED record the command side's retention sweep
+  (`connector.retention`) writes when it deletes the conversation;
 - `held-events[8x8 id] -> [{value, since, unmapped}]`: raw records waiting for their ref, in arrival
   order. The hold clock runs only while the worker is settled (not rebalancing or recovering its
   tables), so a worker's crash and recovery never uses up the time a mapping has to come. An event
   whose hold ran out is published keyed by the 8x8 id and stays held (`unmapped`) for
   `events_remap_window_s`: if its mapping comes meanwhile, it is published again with its ref;
-- `seen-events[event id] -> [partition, seq]`: the last `events_dedupe_per_partition` event ids
-  published from each partition, oldest deleted first. Being a table, it survives restarts and
-  rebalances, so a retry that reaches a replacement worker is still dropped.
+- `seen-events[event id] -> [partition, seq, published at]`: the event ids published from each
+  partition in the last `events_dedupe_window_s`, at most `events_dedupe_per_partition` of them,
+  oldest deleted first. Being a table, it survives restarts and rebalances, so a retry that
+  reaches a replacement worker is still dropped.
+Only the active owner of a partition changes its entries on the timer (not a standby's copy).
 Published events are acknowledged by Kafka before they are marked seen, so a crash in between
 publishes an event twice at worst, never loses it.
 """
@@ -34,8 +37,10 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from connector import _faust_compat as compat
 from connector.app import HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE, table
 from connector.config import Generation
+from connector.retention import REF_EXPIRED
 from connector.schemas import SchemaError
 from connector.status import Conversation, after_event
 from connector.webhook import event_id_of, event_key
@@ -231,7 +236,10 @@ class _EventAgent:
         app = connector.app
         self._held = table(app, HELD_EVENTS_TABLE, connector.settings)
         self._seen = table(app, SEEN_EVENTS_TABLE, connector.settings)
-        self._order: dict[int, collections.deque[str]] = {}
+        # Per partition, the ids of `seen-events` with the time they were published, oldest first; rebuilt
+        # from the table after each rebalance (`_order_of`).
+        self._order: dict[int, collections.deque[tuple[str, int]]] = {}
+        self._order_generation: int | None = None
         self._seq = 0
         self._held_count = 0
         self._lock = asyncio.Lock()
@@ -265,8 +273,12 @@ class _EventAgent:
         cutoff = now - int(self._options.events_hold_s * 1000)
         expiring = self._settled_since <= cutoff
         forget_before = now - int(self._options.events_remap_window_s * 1000)
+        topic = self._connector.settings.topic_webhooks_raw
+        owned = {tp.partition for tp in compat.active_partitions(app) if tp.topic == topic}
         async with self._lock:
             for key, held in list(self._held.items()):
+                if not held or held[0]["partition"] not in owned:
+                    continue  # a standby's copy, or left from a partition this worker held before: not its to change
                 waiting = [entry for entry in held if not entry.get("unmapped")]
                 if waiting:
                     if expiring and waiting[0]["since"] <= cutoff:
@@ -275,8 +287,12 @@ class _EventAgent:
                     await self._appender.delete(self._held, key, held[0]["partition"])
             self._held_count = sum(len(held) for held in self._held.values())
             EVENTS_HELD.set(self._held_count)
+            await self._forget_seen(owned, now - int(self._options.events_dedupe_window_s * 1000))
 
     async def _handle(self, key: str, raw: dict[str, Any], value: bytes, partition: int) -> None:
+        if raw["kind"] == REF_EXPIRED:  # the conversation was deleted after its retention time (connector.retention)
+            await self._appender.delete(self._connector.refs, key, partition)
+            return
         if raw["kind"] == "REF_MAPPING":
             ref = raw.get("conversation_ref")
             if not ref:
@@ -352,17 +368,35 @@ class _EventAgent:
         await self._remember(event_id, partition)
 
     async def _remember(self, event_id: str, partition: int) -> None:
-        order = self._order.get(partition)
-        if order is None:
-            # First use of this partition since start: rebuild its order from the restored table.
-            mine = sorted((seq, eid) for eid, (p, seq) in self._seen.items() if p == partition)
-            order = self._order[partition] = collections.deque(eid for _, eid in mine)
-            self._seq = max([self._seq, *(seq for seq, _ in mine)])
+        order = self._order_of(partition)
         self._seq += 1
-        await self._appender.put(self._seen, event_id, [partition, self._seq], partition)
-        order.append(event_id)
+        now = _now_ms()
+        await self._appender.put(self._seen, event_id, [partition, self._seq, now], partition)
+        order.append((event_id, now))
         while len(order) > self._options.events_dedupe_per_partition:
-            await self._appender.delete(self._seen, order.popleft(), partition)
+            await self._appender.delete(self._seen, order.popleft()[0], partition)
+
+    async def _forget_seen(self, owned: set[int], before: int) -> None:
+        """Delete the ids of the owned partitions published before `before` (the dedupe window)."""
+        for partition in owned:
+            order = self._order_of(partition)
+            while order and order[0][1] < before:
+                await self._appender.delete(self._seen, order.popleft()[0], partition)
+
+    def _order_of(self, partition: int) -> collections.deque[tuple[str, int]]:
+        """The ids of `partition` oldest first, rebuilt from the restored table when the assignment changed
+        (another worker may have added and deleted ids meanwhile)."""
+        generation = compat.consumer_generation(self._connector.app)
+        if generation != self._order_generation:
+            self._order_generation = generation
+            self._order.clear()
+            now = _now_ms()
+            # [partition, seq, published at]; an id remembered without its time counts from now.
+            entries = sorted((entry[1], eid, entry[0], entry[2] if len(entry) > 2 else now) for eid, entry in self._seen.items())
+            for seq, eid, owner, at in entries:
+                self._order.setdefault(owner, collections.deque()).append((eid, at))
+                self._seq = max(self._seq, seq)
+        return self._order.setdefault(partition, collections.deque())
 
     async def _decode_held(self, entry: dict[str, Any]) -> dict[str, Any]:
         return await self._connector.codec.decode("RawWebhook", base64.b64decode(entry["value"]))

@@ -61,6 +61,10 @@ class Lanes(Generic[K, T]):
         """Keys with work."""
         return len(self._queues)
 
+    def holds(self, key: K) -> bool:
+        """Whether `key` has items accepted and not finished."""
+        return key in self._queues
+
     async def put(self, key: K, item: T) -> None:
         """Queue `item` behind the earlier items of `key`; waits while `max_buffered` items are held."""
         if self._buffered >= self._max:

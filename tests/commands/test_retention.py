@@ -1,0 +1,171 @@
+"""State that stays bounded, on the real broker: compacted changelogs, and ended conversations deleted.
+
+With a short retention, an ended conversation leaves the table, `connector conversations show`
+and the changelogs (tombstones), so a worker restarted after it does not load it again; a command
+for its ref is then answered as for a ref never started, and its 8x8 id's `refs` entry is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+from connector.config import Settings
+from connector.retention import CHANGELOG_CONFIG
+from connector.schemas import AvroCodec
+from connector.topics import changelog_topics, create_topics
+from tests.commands.conftest import Results, TopicReader
+from tests.commands.test_flow import _state, _wait_state
+from tests.conftest import settings_of
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_an_ended_conversation_is_deleted_after_the_retention_time(
+    store, start_sandbox, connector_env, start_worker, publisher_for, readers
+) -> None:
+    sandbox = start_sandbox("--exchanges", "0")  # the agent joins and stays
+    env = connector_env(sandbox, "chat-gateway-v1", table_store=store, state_retention_s=3, events_hold_s=1)
+    worker = start_worker(env)
+    publisher = publisher_for(env)
+    results: Results = readers(Results, env)
+    run = uuid.uuid4().hex[:8]
+    ended, going = f"gone-{run}", f"kept-{run}"
+
+    started = [publisher.start(ended, name="Ann Example"), publisher.start(going, name="Bob Example")]
+    publisher.flush()
+    results.wait_for(started, 30)
+    conversation_id = _wait_state(env, ended, lambda s: s["status"] == "AGENT_JOINED")["conversation_id"]
+    end = publisher.end(ended)
+    publisher.flush()
+    assert results.wait_for([end], 30)[end][0]["status"] == "SUCCEEDED"
+    ended_at = time.monotonic()
+
+    _wait_gone(env, ended, 30)
+    assert time.monotonic() - ended_at >= 2  # not before its time (3 s after its last change)
+    shown = subprocess.run(
+        [sys.executable, "-m", "connector", "conversations", "show", ended], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert shown.returncode == 1 and f"no conversation with ref {ended}" in shown.stderr, shown
+    assert _state(env, going)["status"] == "AGENT_JOINED"  # a conversation still going stays
+
+    # Tombstones in both changelogs: the conversation by its ref, its refs entry by the 8x8 id.
+    assert _last_value(env, "conversations", ended) is None
+    assert _last_value(env, "refs", conversation_id) is None
+    # A command for the deleted ref is answered as for a ref never started, and leaves no entry.
+    late = publisher.message(ended, "Still there?")
+    publisher.flush()
+    answer = results.wait_for([late], 30)[late][0]
+    assert (answer["status"], answer["error_code"]) == ("FAILED", "NOT_STARTED"), answer
+    # An event for the deleted 8x8 id is published keyed by the 8x8 id, without a ref.
+    key, event = _late_event(env, conversation_id)
+    assert (key, event["conversation_ref"]) == (conversation_id, None)
+
+    # A worker that recovers the tables (from RocksDB and the changelogs) does not load it again,
+    # even with a retention that would keep it.
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    start_worker({**env, "CONNECTOR_STATE_RETENTION_S": str(7 * 24 * 3600)})
+    assert _wait_state(env, going, lambda s: s["status"] == "AGENT_JOINED")["conversation_id"]
+    assert _state(env, ended) is None
+
+
+def test_changelogs_are_created_compacted_with_the_retention_settings(settings: Settings) -> None:
+    create_topics(settings)
+    for name, configs in _configs(settings, changelog_topics(settings), CHANGELOG_CONFIG).items():
+        assert configs == CHANGELOG_CONFIG, name
+
+
+def test_an_existing_changelog_gets_the_settings_it_lacks(settings: Settings) -> None:
+    """A deployment made before: its changelogs are compacted and nothing more; `topics create` sets the rest."""
+    old = changelog_topics(settings)[0]
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    try:
+        admin.create_topics([NewTopic(old, settings.kafka_partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+    finally:
+        admin.close()
+    assert _configs(settings, [old])[old]["min.compaction.lag.ms"] != CHANGELOG_CONFIG["min.compaction.lag.ms"]
+
+    outcome = create_topics(settings)
+
+    assert outcome[old].startswith("exists") and "; set " in outcome[old], outcome[old]
+    assert _configs(settings, [old], CHANGELOG_CONFIG)[old] == CHANGELOG_CONFIG
+    assert "; set " not in create_topics(settings)[old]  # nothing left to change
+
+
+def _configs(settings: Settings, topics: list[str], expected: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The retention settings of `topics` as the broker describes them, waiting up to 10s for `expected` in each
+    (the broker applies a new topic and a config change a moment after it answers)."""
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(CHANGELOG_CONFIG)) for name in topics]
+        deadline = time.monotonic() + 10
+        while True:
+            described = admin.describe_configs(resources, config_filter="all")["topic"]
+            found = {name: {key: entry["value"] for key, entry in configs.items()} for name, configs in described.items()}
+            complete = all(len(found.get(name, ())) == len(CHANGELOG_CONFIG) for name in topics)
+            if complete and all(expected is None or found[name] == expected for name in topics) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.2)
+    finally:
+        admin.close()
+
+
+def _wait_gone(env: dict[str, str], ref: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _state(env, ref) is not None:
+        assert time.monotonic() < deadline, f"{ref} still in the table after {timeout}s"
+        time.sleep(0.2)
+
+
+def _last_value(env: dict[str, str], table: str, key: str) -> bytes | None:
+    """The value of the last record of `key` in the changelog of `table` (None: a tombstone)."""
+    reader = TopicReader(env, f"{env['CONNECTOR_APP_ID']}-{table}-changelog", None)
+    try:
+        records = [record for record in reader.poll(2.0) if record.key == key.encode()]
+    finally:
+        reader.close()
+    assert records, f"no record of {key} in the {table} changelog"
+    return records[-1].value
+
+
+def _late_event(env: dict[str, str], conversation_id: str) -> tuple[str, dict]:
+    """Append a webhook for `conversation_id` to chat.webhooks.raw as the edge would; its ChatEvent's key and value."""
+    settings = settings_of(env)
+    codec = AvroCodec(settings)
+    codec.start_sync("RawWebhook")
+    body = json.dumps({"eventType": "ACTIVITY", "conversationId": conversation_id, "data": {"name": "typing"}}).encode()
+    event_id = f"late-{uuid.uuid4().hex[:8]}"
+    record = {
+        "kind": "WEBHOOK",
+        "generation": "chat-gateway-v1",
+        "body": body,
+        "headers": {"x-8x8-event-id": event_id},
+        "received_at": int(time.time() * 1000),
+        "conversation_ref": None,
+    }
+    producer = KafkaProducer(**settings.kafka_python_config(), acks="all")
+    try:
+        producer.send(settings.topic_webhooks_raw, key=conversation_id.encode(), value=codec.encode("RawWebhook", record)).get(30)
+    finally:
+        producer.close()
+    reader = TopicReader(env, settings.topic_events, None)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for record in reader.poll(0.5):
+                value = codec.decode_sync("ChatEvent", record.value)
+                if value["event_id"] == event_id:
+                    return record.key.decode(), value
+    finally:
+        reader.close()
+    pytest.fail(f"no ChatEvent for {event_id}")
