@@ -162,6 +162,60 @@ def events_tail(
 
 
 
+# --- the command DLQ: `connector dlq ...` ----------------------------------------------------
+dlq_app = typer.Typer(no_args_is_help=True, help="The command DLQ: failed and unreadable commands.")
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("tail")
+def dlq_tail(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest record, not the newest."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after this many records."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0.1, help="Stop after this many idle seconds."),
+    ref: str | None = typer.Option(None, "--ref", help="Only the records of this conversation reference."),
+) -> None:
+    """Print the DLQ's records: ref, command id, error code and message, where the command was read."""
+    from connector.dlq import tail
+
+    settings = load_or_exit()
+    kafka_or_exit(settings, f"cannot tail {settings.topic_commands_dlq}")
+    try:
+        count = tail(settings, from_beginning=from_beginning, limit=limit, timeout_s=timeout, echo=typer.echo, as_json=as_json, ref=ref)
+    except KeyboardInterrupt:
+        return
+    except Exception as exc:  # kafka-python and the registry client raise many kinds
+        raise kafka_failure(settings, f"cannot tail {settings.topic_commands_dlq}", exc) from None
+    if count == 0 and timeout is not None:
+        start = "the oldest record" if from_beginning else "the newest record (--from-beginning reads older ones)"
+        typer.echo(f"no DLQ record{f' of {ref}' if ref else ''} in {timeout:g}s; stopped (tail started at {start})", err=True)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ref: str | None = typer.Option(None, "--ref", help="Replay the records of this conversation reference."),
+    replay_all: bool = typer.Option(False, "--all", help="Replay every record of the DLQ."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be replayed; send nothing."),
+    new_ids: bool = typer.Option(
+        False, "--new-ids", help="Give each command a new id, so that one the connector answered runs again."
+    ),
+) -> None:
+    """Send DLQ records back to chat.commands: original key, value and headers (same command ids unless --new-ids)."""
+    from connector.dlq import replay
+
+    if (ref is None) == (not replay_all):
+        typer.echo("error: say which records: --ref REF or --all", err=True)
+        raise typer.Exit(2)
+    settings = load_or_exit()
+    kafka_or_exit(settings, f"cannot replay {settings.topic_commands_dlq}")
+    try:
+        outcome = replay(settings, ref=ref, dry_run=dry_run, new_ids=new_ids, echo=typer.echo)
+    except Exception as exc:  # kafka-python and the registry client raise many kinds
+        raise kafka_failure(settings, f"cannot replay {settings.topic_commands_dlq}", exc) from None
+    verb = "would replay" if dry_run else "replayed"
+    typer.echo(f"{verb} {outcome.sent} record(s), skipped {outcome.skipped}", err=True)
+
+
 # --- send / conversations (command processor): `connector send ...`, `connector conversations ...`
 send_app = typer.Typer(no_args_is_help=True, help="Publish conversation commands to chat.commands.")
 conversations_app = typer.Typer(no_args_is_help=True, help="Conversations as the workers know them.")
@@ -272,7 +326,6 @@ def _send(publish, wait: bool, timeout: float) -> None:
     import json
 
     from connector.client import CommandPublisher, ResultWatcher
-    from connector.schemas import plain
 
     settings = load_or_exit()
     kafka_or_exit(settings, f"cannot publish to {settings.topic_commands}")
@@ -302,7 +355,7 @@ def _send(publish, wait: bool, timeout: float) -> None:
         if result is None:
             typer.echo(f"error: no result for command {command_id} within {timeout}s", err=True)
             raise typer.Exit(EXIT_TIMEOUT)
-        typer.echo(json.dumps(plain(result), ensure_ascii=False, sort_keys=True))
-        failed = failed or result["status"] == "FAILED"
+        typer.echo(json.dumps(result.to_json(), ensure_ascii=False, sort_keys=True))
+        failed = failed or result.failed
     if failed:
         raise typer.Exit(EXIT_FAILED)

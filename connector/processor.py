@@ -182,7 +182,7 @@ class CommandProcessor:
         """A record that is no usable command: FAILED result (key: its key) and the DLQ; then its offset goes."""
         try:
             await self.outputs.result(answer, key=event.message.key)
-            await self.outputs.dead_letter(event.message, answer["error_code"], type(exc).__name__, str(exc))
+            await self.outputs.dead_letter(event.message, answer["error_code"], type(exc).__name__, str(exc), answer=answer)
         except NotDelivered as failed:
             self._halt(ticket, event.message, failed)
             return

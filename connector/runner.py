@@ -316,7 +316,9 @@ class CommandRunner:
         job.answered = True
         await self.outputs.result(answer)
         if answer["status"] == "FAILED":
-            await self.outputs.dead_letter(job.event.message, answer["error_code"], "CommandFailed", answer["error_message"] or "")
+            await self.outputs.dead_letter(
+                job.event.message, answer["error_code"], "CommandFailed", answer["error_message"] or "", answer=answer
+            )
 
     def result(self, job: Job, result_status: str, **fields: Any) -> dict[str, Any]:
         """The CommandResult of `job` (fields: conversation_id, error_code, ...)."""

@@ -155,11 +155,11 @@ class AvroCodec:
         self._unknown: dict[int, tuple[float, str]] = {}  # id -> (when, why it is no Avro schema of ours)
         self._lock = asyncio.Lock()
 
-    async def start(self) -> None:
-        """Register our schemas (or find them registered) and remember their ids, once."""
+    async def start(self, *names: str) -> None:
+        """Register our schemas `names` (all if none), or find them registered, and remember their ids, once."""
         async with self._lock:
-            if not self._ids:
-                await self._register()
+            if any(name not in self._ids for name in names or SCHEMA_NAMES):
+                await self._register(names)
 
     def start_sync(self, *names: str) -> None:
         """Register (or look up) the schemas `names` (all if none) with a blocking client."""
@@ -172,8 +172,10 @@ class AvroCodec:
                 else:
                     self._remember(name, self._found(subject, client.check_version(subject, schema)))
 
-    async def _register(self) -> None:
+    async def _register(self, names: tuple[str, ...]) -> None:
         for name, subject in subjects(self._settings).items():
+            if name in self._ids or (names and name not in names):
+                continue
             schema = AvroSchema(load_schema(name))
             if self._settings.schema_registry_auto_register:
                 self._remember(name, await self._registry.register(subject, schema))

@@ -47,4 +47,4 @@ def test_topics_schemas_worker_send_tail_and_publisher(
         with CommandPublisher(settings_of(publisher)) as commands:
             ended = commands.end(ref)
         result = watcher.wait([ended], 60)[ended]
-    assert (result["command_type"], result["status"]) == ("END_CONVERSATION", "SUCCEEDED")
+    assert (result.command_type, result.status) == ("END_CONVERSATION", "SUCCEEDED")
