@@ -8,8 +8,9 @@
 #   docker build -t kafka-8x8-connector .
 #
 # Stage 1 builds wheels of the connector and of all its runtime dependencies (with the rocksdb
-# extra) and installs them into a virtual environment; stage 2 copies only that environment onto
-# a clean slim base: no build tools, no pip cache, no sources.
+# extra) at the versions and hashes of requirements.lock, and installs them into a virtual
+# environment; stage 2 copies only that environment onto a clean slim base: no build tools, no pip
+# cache, no sources.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -22,11 +23,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 
 # Only what the wheel is built from (see .dockerignore).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY connector/ connector/
 COPY schemas/ schemas/
 
-RUN python -m pip wheel --wheel-dir /wheels ".[rocksdb]" \
+RUN python -m pip wheel --wheel-dir /wheels --require-hashes -r requirements.lock \
+    && python -m pip wheel --wheel-dir /wheels --no-deps ".[rocksdb]" \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels "kafka-8x8-connector[rocksdb]" \
     && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \

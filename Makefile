@@ -8,8 +8,10 @@ PY := $(VENV)/bin/python
 CONNECTOR := $(VENV)/bin/connector
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+UV_VERSION := 0.13.9
+LOCK_ARGS ?=
 
-.PHONY: dev test stack stop status venv setup tools bench clean
+.PHONY: dev test stack stop status venv setup tools bench clean lock
 
 dev: setup ## Run the connector on the local stack: Kafka, registry, 8x8 sandbox, worker
 	$(CONNECTOR) dev
@@ -23,12 +25,19 @@ setup: venv stack ## venv + stack + topics + schemas
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The versions the tests passed with: requirements-dev.lock (hashes checked), then the package itself.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,rocksdb]'
+	$(VENV)/bin/pip install -q --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
+
+lock: venv ## Re-resolve requirements.lock (image) and requirements-dev.lock (make, CI) from pyproject.toml
+	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra rocksdb --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra rocksdb --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o requirements-dev.lock
 
 stack: ## Start Kafka (KRaft) and Apicurio Registry on 127.0.0.1 (idempotent)
 	devstack/stack up

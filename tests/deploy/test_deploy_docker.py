@@ -100,6 +100,7 @@ def test_runtime_stage_has_only_the_virtualenv() -> None:
     build = " ".join(args for keyword, args in builder if keyword == "RUN")
     assert "pip wheel" in build and ".[rocksdb]" in build, "a wheel with the rocksdb extra is built"
     assert '"kafka-8x8-connector[rocksdb]"' in build and "--no-index" in build, "installed from the built wheels only"
+    assert "--require-hashes -r requirements.lock" in build, "the dependencies are the locked versions, checked by hash"
 
 
 def test_runtime_stage_runs_the_worker_as_non_root() -> None:
