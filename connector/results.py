@@ -16,6 +16,7 @@ from prometheus_client import Counter
 from connector.appender import Appender, NotDelivered
 from connector.command import Command
 from connector.config import Settings
+from connector.credentials import AUTH_FAILED, Credentials
 from connector.eightbyeight import PlatformError
 from connector.schemas import AvroCodec
 
@@ -59,7 +60,7 @@ def failure(command: Command, exc: Exception, generation: str, **fields: Any) ->
             "FAILED",
             generation,
             http_status=exc.http_status,
-            error_code=exc.code,
+            error_code=AUTH_FAILED if exc.http_status == 401 else exc.code,  # the key, token or tenant refused
             error_message=exc.message,
             attempts=exc.attempts,
             **fields,
@@ -113,12 +114,15 @@ class Outputs:
         self._settings = settings
         self._codec = codec
         self._appender = appender
+        self.credentials = Credentials()
 
     async def result(self, answer: dict[str, Any], *, key: bytes | None = None, duplicate: bool = False) -> None:
         """Publish a CommandResult, keyed by its ref unless `key` says otherwise."""
         answer = {**answer, "duplicate": duplicate}
         record_key = key if key is not None else answer["conversation_ref"].encode()
         await self.emit(self._settings.topic_command_results, record_key, "CommandResult", answer)
+        if not duplicate:
+            self.credentials.saw(answer)
         RESULTS.labels(answer["command_type"], answer["status"], str(duplicate).lower()).inc()
 
     async def mapping(self, conversation_id: str, ref: str, generation: str) -> None:
