@@ -58,7 +58,7 @@ class Connector:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def build(settings: Settings, *, install: bool = True) -> Connector:
+def build(settings: Settings) -> Connector:
     """A Faust app wired to the configured Kafka, with every agent and web view installed."""
     app = faust.App(
         settings.app_id,
@@ -108,8 +108,7 @@ def build(settings: Settings, *, install: bool = True) -> Connector:
         appender=Appender(app),
     )
 
-    if install:
-        _install_parts(connector)
+    _install_parts(connector)
     return connector
 
 
@@ -134,7 +133,7 @@ def _topic(app: faust.App, name: str) -> faust.TopicT:
 
 def _install_parts(connector: Connector) -> None:
     """Each part adds its agents, views and services to the app (imported here: they import this module)."""
-    from connector import commands, events, web, webhook
+    from connector import commands, events, lag, web, webhook
 
-    for part in (web, webhook, events, commands):
+    for part in (web, webhook, events, commands, lag):
         part.install(connector)

@@ -158,7 +158,6 @@ class JwkCache:
         self._keys: dict[str, _Cached] = {}
         self._backoff: OrderedDict[str, _Backoff] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[rsa.RSAPublicKey | _Miss]] = {}
-        self.fetches = 0
 
     def cached(self) -> int:
         """How many keys are cached."""
@@ -203,7 +202,6 @@ class JwkCache:
         return pending
 
     async def _fetch(self, kid: str) -> rsa.RSAPublicKey | _Miss:
-        self.fetches += 1
         outcome = await self._get(kid)
         now = self._clock()
         if isinstance(outcome, _Miss):
