@@ -222,7 +222,6 @@ def _read_results(settings: Any, tps: list[TopicPartition]) -> list[dict[str, An
     env = {"CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "CONNECTOR_SCHEMA_REGISTRY_URL": settings.schema_registry_url}
     reader = TopicReader(env, settings.topic_command_results, "CommandResult")
-    total = 0
     consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None)
     total = sum(consumer.end_offsets(tps).values())
     consumer.close()

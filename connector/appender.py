@@ -2,7 +2,7 @@
 
 Faust's `send_soon` (and a table's `__setitem__`, which uses it) wraps every record in a
 FutureMessage, queues it for a buffer task and publishes it through the topic's channel; going
-around that, a command takes a fifth to a third less of the worker's CPU (bench/RESULTS.md).
+around that saves a good part of the worker's CPU per command (measured in bench/RESULTS.md).
 `Appender` keeps what matters of it: records are handed to the producer in the order `append` is
 called (one asyncio lock, FIFO, taken without a pause unless the producer's batch is full), and
 once `append` returns the producer holds the record, so Faust's flush before each commit covers it.

@@ -68,7 +68,7 @@ class Conversation:
     recent_commands: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        # Flat, not dataclasses.asdict (recursive, ~5 % of a busy worker's CPU): every field is a scalar
+        # Flat, not dataclasses.asdict (recursive, and costly on the hot path): every field is a scalar
         # but recent_commands, whose results are flat dicts of scalars; copied so the caller may change them.
         data = {name: getattr(self, name) for name in _FIELD_NAMES}
         data["status"] = self.status.value
