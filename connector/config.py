@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         "create` sets; Kafka's default). The worker's producer and the DLQ topic take this plus 64 KiB, so that "
         "the DLQ copy of any command, with its error headers, fits.",
     )
+    kafka_lag_interval_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds between two measurements of the consumer group's lag on the topics the worker reads "
+        "(metric connector_consumer_lag_records): their end offsets and the group's committed offsets, three small "
+        "requests to Kafka.",
+    )
 
     # --- Schema registry -----------------------------------------------------------------------
     schema_registry_url: str = Field(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from connector.appender import Appender, NotDelivered
 from connector.command import Command
@@ -20,7 +20,19 @@ from connector.credentials import AUTH_FAILED, Credentials
 from connector.eightbyeight import PlatformError
 from connector.schemas import AvroCodec
 
-__all__ = ["DLQ_RECORDS", "RESULTS", "Outputs", "failure", "now_ms", "recalled", "remembered", "result", "unreadable"]
+__all__ = [
+    "DLQ_RECORDS",
+    "END_TO_END",
+    "RESULTS",
+    "Outputs",
+    "failure",
+    "now_ms",
+    "observe_end_to_end",
+    "recalled",
+    "remembered",
+    "result",
+    "unreadable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +48,13 @@ RESULTS = Counter(
     ["command_type", "status", "duplicate"],
 )
 DLQ_RECORDS = Counter("connector_commands_dlq_total", "Records sent to the command DLQ, by error code.", ["code"])
+END_TO_END = Histogram(
+    "connector_command_end_to_end_seconds",
+    "Time from a command's record timestamp on chat.commands (when it was published) to its result in Kafka, "
+    "by command type and status.",
+    ["command_type", "status"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 def result(command: Command, status: str, generation: str, **fields: Any) -> dict[str, Any]:
@@ -102,6 +121,11 @@ def recalled(ref: str, command_id: str, stored: dict[str, Any]) -> dict[str, Any
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def observe_end_to_end(answer: dict[str, Any], published_at_s: float) -> None:
+    """Time a command's trip, from its record's timestamp (`published_at_s`, epoch seconds) to its result in Kafka now."""
+    END_TO_END.labels(answer["command_type"], answer["status"]).observe(max(0.0, time.time() - published_at_s))
 
 
 class Outputs:

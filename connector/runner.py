@@ -315,6 +315,7 @@ class CommandRunner:
         """Publish the result of `job` (and the DLQ copy of a failure)."""
         job.answered = True
         await self.outputs.result(answer)
+        results.observe_end_to_end(answer, job.event.message.timestamp)
         if answer["status"] == "FAILED":
             await self.outputs.dead_letter(
                 job.event.message, answer["error_code"], "CommandFailed", answer["error_message"] or "", answer=answer

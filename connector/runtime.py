@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import logging
 
-from connector import logs
+from prometheus_client import Gauge
+
+from connector import __version__, logs
 from connector.app import TABLES, build
 from connector.config import Settings
 from connector.kafka_errors import KafkaAccessError, check
 from connector.schemas import SchemaMissing, check_registered
 from connector.topics import check_webhook_topic
 
-__all__ = ["run_worker"]
+__all__ = ["BUILD_INFO", "run_worker"]
+
+BUILD_INFO = Gauge(
+    "connector_build_info", "Always 1: the connector's version and the 8x8 generation this worker runs.", ["version", "generation"]
+)
 
 
 def run_worker(settings: Settings) -> None:
@@ -47,6 +53,7 @@ def run_worker(settings: Settings) -> None:
         logger.error("invalid configuration: %s", refusal)
         raise SystemExit(2)
     connector = build(settings)
+    BUILD_INFO.labels(__version__, settings.platform_generation.value).set(1)
     logs.log_when_ready(connector)
     worker = faust.Worker(
         connector.app,
