@@ -17,7 +17,7 @@ from typing import Any
 import faust
 
 from connector import _faust_compat as compat
-from connector import results
+from connector import results, tracing
 from connector.app import Connector
 from connector.appender import NotDelivered
 from connector.auto_end import AutoEnd
@@ -180,6 +180,7 @@ class CommandProcessor:
 
     async def _poison(self, event: faust.EventT, ticket: Ticket, answer: dict[str, Any], exc: Exception) -> None:
         """A record that is no usable command: FAILED result (key: its key) and the DLQ; then its offset goes."""
+        tracing.current.set(tracing.of_headers(event.message.headers))
         try:
             await self.outputs.result(answer, key=event.message.key)
             await self.outputs.dead_letter(event.message, answer["error_code"], type(exc).__name__, str(exc), answer=answer)

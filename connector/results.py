@@ -19,6 +19,7 @@ from connector.config import Settings
 from connector.credentials import AUTH_FAILED, Credentials
 from connector.eightbyeight import PlatformError
 from connector.schemas import AvroCodec
+from connector.tracing import kafka_headers, of_headers
 
 __all__ = [
     "DLQ_RECORDS",
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 # The DLQ's error headers: Kafka Connect's names (KIP-298), and the connector's own error code.
 CONNECT_ERRORS = "__connect.errors."
 ERROR_CODE_HEADER = "connector.error.code"
-# W3C Trace Context: a command's header, copied onto its result, DLQ record and transcript.
-TRACEPARENT = "traceparent"
 
 RESULTS = Counter(
     "connector_command_results_total",
@@ -201,8 +200,9 @@ class Outputs:
         _log_failure(message, code, text, answer or {}, dlq)
 
     async def emit(self, topic: str, key: bytes | None, schema: str, record: dict[str, Any]) -> None:
-        """Append `record`, Avro-encoded under our registered `schema`, to `topic`, and wait until Kafka has it."""
-        await self._appender.deliver(topic, key, self._codec.encode(schema, record))
+        """Append `record`, Avro-encoded under our registered `schema`, to `topic` (with the running command's
+        traceparent), and wait until Kafka has it."""
+        await self._appender.deliver(topic, key, self._codec.encode(schema, record), headers=kafka_headers())
 
 
 # A remembered result keeps only what is not a default, to keep 64 of them per ref small.
@@ -227,9 +227,9 @@ def _log_failure(message: Any, code: str, reason: str, answer: dict[str, Any], d
         "error_code": code,
         "reason": reason[:1000],
     }
-    trace = dict(_header_items(message.headers)).get(TRACEPARENT)
+    trace = of_headers(message.headers)
     if trace:
-        ids["traceparent"] = trace.decode("ascii", "replace")
+        ids["traceparent"] = trace
     logger.warning(
         "command %s of %s FAILED: %s: %s (record %s[%s]@%s copied to %s)",
         ids["command_id"] or "(unreadable)", ref, code, ids["reason"], message.topic, message.partition, message.offset, dlq,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import faust
 from prometheus_client import Counter
 
-from connector import results, status, transcripts
+from connector import results, status, tracing, transcripts
 from connector.app import Connector
 from connector.auto_end import AUTO_END_PREFIX, AutoEnd
 from connector.command import Command, new_conversation, refusal
@@ -75,6 +75,7 @@ class CommandRunner:
 
     async def run(self, job: Job) -> None:
         """Run the command of `job` and answer it; Revoked when its partition was taken away first."""
+        tracing.current.set(tracing.of_headers(job.event.message.headers))
         command = job.command
         existing = self._read(command.ref)
         if existing is not None and command.command_id in existing.recent_commands:
@@ -271,7 +272,9 @@ class CommandRunner:
         except Exception as exc:  # an answer the adapter did not foresee, or one Avro cannot take
             logger.exception("transcript of %s (8x8 conversation %s) could not be built", job.command.ref, conversation_id)
             return exc
-        await self.connector.appender.deliver(self.settings.topic_transcripts, job.command.ref.encode(), value)
+        await self.connector.appender.deliver(
+            self.settings.topic_transcripts, job.command.ref.encode(), value, headers=tracing.kafka_headers()
+        )
         return None
 
     async def _refuse(self, job: Job, existing: Conversation | None, code: str, reason: str) -> None:

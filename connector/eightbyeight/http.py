@@ -17,6 +17,7 @@ import httpx
 import orjson
 from prometheus_client import Gauge, Histogram
 
+from connector import tracing
 from connector.eightbyeight.base import PlatformError, text
 from connector.eightbyeight.transport import Reply, Sender
 
@@ -58,6 +59,8 @@ class ApiClient:
     ) -> Reply:
         """Send one request (`json` or `form` as its body); `bounded=False` skips the in-flight bound."""
         merged = {**_HEADERS, **headers} if headers else dict(_HEADERS)
+        if trace := tracing.current.get():  # the running command's W3C trace context
+            merged[tracing.TRACEPARENT] = trace
         body = None
         if json is not None:
             body = orjson.dumps(json)
