@@ -67,7 +67,9 @@ def test_an_ended_conversation_is_deleted_after_the_retention_time(
     answer = results.wait_for([late], 30)[late][0]
     assert (answer["status"], answer["error_code"]) == ("FAILED", "NOT_STARTED"), answer
     # An event for the deleted 8x8 id is published keyed by the 8x8 id, without a ref.
-    key, event = _late_event(env, conversation_id)
+    late = f"late-{run}"
+    _append_webhook(env, conversation_id, late)
+    key, event = _chat_events(env, until=late)[-1]
     assert (key, event["conversation_ref"]) == (conversation_id, None)
 
     # A worker that recovers the tables (from RocksDB and the changelogs) does not load it again,
@@ -120,6 +122,28 @@ def _configs(settings: Settings, topics: list[str], expected: dict[str, str] | N
         admin.close()
 
 
+
+def test_an_event_id_is_remembered_for_the_dedupe_window(start_sandbox, connector_env, start_worker) -> None:
+    """A retry within the window is dropped; after it, the id is forgotten (its entry deleted) and published again."""
+    env = connector_env(start_sandbox(), "chat-gateway-v1", events_dedupe_window_s=3, events_hold_s=0)
+    start_worker(env)
+    run = uuid.uuid4().hex[:8]
+    conversation_id, event_id = f"conv-{run}", f"event-{run}"
+
+    _append_webhook(env, conversation_id, event_id)
+    _append_webhook(env, conversation_id, event_id)  # 8x8's retry
+    _append_webhook(env, conversation_id, f"other-{run}")
+    assert [event["event_id"] for _, event in _chat_events(env, until=f"other-{run}")] == [event_id, f"other-{run}"]
+
+    deadline = time.monotonic() + 30
+    while _last_value(env, "seen-events", event_id) is not None:
+        assert time.monotonic() < deadline, "the event id was not forgotten after the dedupe window"
+        time.sleep(0.5)
+    _append_webhook(env, conversation_id, event_id)
+    _append_webhook(env, conversation_id, f"last-{run}")
+    published = [event["event_id"] for _, event in _chat_events(env, until=f"last-{run}")]
+    assert published == [event_id, f"other-{run}", event_id, f"last-{run}"]
+
 def _wait_gone(env: dict[str, str], ref: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while _state(env, ref) is not None:
@@ -138,13 +162,12 @@ def _last_value(env: dict[str, str], table: str, key: str) -> bytes | None:
     return records[-1].value
 
 
-def _late_event(env: dict[str, str], conversation_id: str) -> tuple[str, dict]:
-    """Append a webhook for `conversation_id` to chat.webhooks.raw as the edge would; its ChatEvent's key and value."""
+def _append_webhook(env: dict[str, str], conversation_id: str, event_id: str) -> None:
+    """Append a webhook of `conversation_id` to chat.webhooks.raw as the edge does."""
     settings = settings_of(env)
     codec = AvroCodec(settings)
     codec.start_sync("RawWebhook")
     body = json.dumps({"eventType": "ACTIVITY", "conversationId": conversation_id, "data": {"name": "typing"}}).encode()
-    event_id = f"late-{uuid.uuid4().hex[:8]}"
     record = {
         "kind": "WEBHOOK",
         "generation": "chat-gateway-v1",
@@ -158,14 +181,21 @@ def _late_event(env: dict[str, str], conversation_id: str) -> tuple[str, dict]:
         producer.send(settings.topic_webhooks_raw, key=conversation_id.encode(), value=codec.encode("RawWebhook", record)).get(30)
     finally:
         producer.close()
+
+
+def _chat_events(env: dict[str, str], until: str, timeout: float = 30) -> list[tuple[str, dict]]:
+    """The (key, ChatEvent) records of chat.events from the start, up to the one with event id `until`."""
+    settings = settings_of(env)
+    codec = AvroCodec(settings)
     reader = TopicReader(env, settings.topic_events, None)
+    found: list[tuple[str, dict]] = []
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for record in reader.poll(0.5):
-                value = codec.decode_sync("ChatEvent", record.value)
-                if value["event_id"] == event_id:
-                    return record.key.decode(), value
+                found.append((record.key.decode(), codec.decode_sync("ChatEvent", record.value)))
+                if found[-1][1]["event_id"] == until:
+                    return found
     finally:
         reader.close()
-    pytest.fail(f"no ChatEvent for {event_id}")
+    pytest.fail(f"no ChatEvent {until} in {timeout}s")
