@@ -4,6 +4,7 @@ them in the installed versions, and nothing else in `connector/` touches a priva
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_nothing_outside_the_compat_module_touches_a_private_name_of_the_librari
     ours = _private_names_defined_in_connector()
     offences = []
     for path in _modules():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _nodes(path):
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in LIBRARIES:
                 offences += [f"{path.name}:{node.lineno} imports {node.module}.{a.name}" for a in node.names if _private(a.name)]
             elif isinstance(node, ast.Attribute) and _private(node.attr) and node.attr not in ours:
@@ -57,11 +58,17 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
-def _private_names_defined_in_connector() -> set[str]:
+@functools.cache
+def _nodes(path: Path) -> tuple[ast.AST, ...]:
+    return tuple(ast.walk(ast.parse(path.read_text())))
+
+
+@functools.cache
+def _private_names_defined_in_connector() -> frozenset[str]:
     """Private names the connector's own modules define (methods, attributes set on self, module names)."""
     names: set[str] = set()
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in _nodes(path):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _private(node.name):
                 names.add(node.name)
             elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _private(node.attr):
@@ -69,7 +76,7 @@ def _private_names_defined_in_connector() -> set[str]:
                     names.add(node.attr)
             elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and _private(node.target.id):
                 names.add(node.target.id)
-    return names
+    return frozenset(names)
 
 
 def _resolve(path: str) -> object | None:
