@@ -134,13 +134,6 @@ class Settings(BaseSettings):
     )
     schema_registry_username: str | None = Field(None, description="Schema Registry basic-auth user.")
     schema_registry_password: SecretStr | None = Field(None, description="Schema Registry basic-auth password.")
-
-    # --- Topics --------------------------------------------------------------------------------
-    topic_commands: str = Field("chat.commands", description="Commands from enterprise systems.")
-    topic_command_results: str = Field("chat.command-results", description="One result per command.")
-    topic_commands_dlq: str = Field("chat.commands.dlq", description="Poison and permanently failed commands.")
-    topic_events: str = Field("chat.events", description="Normalised 8x8 chat events (ChatEvent).")
-    topic_transcripts: str = Field("chat.transcripts", description="Conversation transcripts read back from 8x8.")
     schema_registry_auto_register: bool = Field(
         True,
         description="Register the connector's schemas at start when missing. false: look them up only (for a "
@@ -157,6 +150,13 @@ class Settings(BaseSettings):
     schema_registry_ssl_key_password: SecretStr | None = Field(
         None, description="Password of the registry client key, if it is encrypted."
     )
+
+    # --- Topics --------------------------------------------------------------------------------
+    topic_commands: str = Field("chat.commands", description="Commands from enterprise systems.")
+    topic_command_results: str = Field("chat.command-results", description="One result per command.")
+    topic_commands_dlq: str = Field("chat.commands.dlq", description="Poison and permanently failed commands.")
+    topic_events: str = Field("chat.events", description="Normalised 8x8 chat events (ChatEvent).")
+    topic_transcripts: str = Field("chat.transcripts", description="Conversation transcripts read back from 8x8.")
     topic_webhooks_raw: str = Field("chat.webhooks.raw", description="Verified raw webhook POSTs.")
 
     # --- Faust worker --------------------------------------------------------------------------
@@ -411,13 +411,6 @@ class Settings(BaseSettings):
             )
         return context
 
-    def kafka_python_config(self) -> dict[str, Any]:
-        """Connection settings for kafka-python clients (admin, CLI producer and consumer)."""
-        config: dict[str, Any] = {
-            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
-            "security_protocol": self.kafka_security_protocol.value,
-            "client_id": self.kafka_client_id,
-        }
     def schema_registry_ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for the registry when a CA or a client certificate is set, else None (system CAs)."""
         if not (self.schema_registry_ssl_cafile or self.schema_registry_ssl_certfile):
@@ -433,6 +426,13 @@ class Settings(BaseSettings):
             )
         return context
 
+    def kafka_python_config(self) -> dict[str, Any]:
+        """Connection settings for kafka-python clients (admin, CLI producer and consumer)."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol.value,
+            "client_id": self.kafka_client_id,
+        }
         context = self.ssl_context()
         if context is not None:
             config["ssl_context"] = context
@@ -488,6 +488,7 @@ _SECRET_FIELDS = (
     "kafka_sasl_password",
     "kafka_ssl_key_password",
     "schema_registry_password",
+    "schema_registry_ssl_key_password",
     "platform_api_key",
     "platform_api_secret",
 )
@@ -495,7 +496,6 @@ _SECRET_FIELDS = (
 
 def _describe(exc: ValidationError) -> str:
     """One line per wrong variable: its name, what was wrong, what is allowed. Never the secret value."""
-    "schema_registry_ssl_key_password",
     lines = []
     for error in exc.errors(include_input=False, include_url=False):
         location = [str(part) for part in error.get("loc", ()) if part]
