@@ -55,7 +55,7 @@ KEY_UNAVAILABLE = Counter(
     ["reason"],
 )
 LATENCY = Histogram(
-    "connector_webhook_seconds",
+    "connector_webhook_request_seconds",
     "Time from a webhook POST to its answer.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
