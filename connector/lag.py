@@ -52,7 +52,7 @@ class LagMonitor(Service):
         self._failing = False
 
     async def measure(self) -> dict[str, int]:
-        """The lag of each topic now; a topic Kafka does not describe (missing, not authorised) is left out."""
+        """The lag of each topic now (the worker checked at start that they exist); one not described is left out."""
         consumer, admin = await self._started_clients()
         partitions = [
             TopicPartition(described["topic"], partition["partition"])
