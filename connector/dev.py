@@ -119,7 +119,7 @@ def _banner(settings: Settings, sandbox_url: str, webhook_url: str, generation: 
             f"  topics           {', '.join(settings.topics().values())}",
             "",
             "Try: .venv/bin/connector send start --ref demo-1 --name Ada --text hello --wait",
-            "     .venv/bin/connector events tail --json --timeout 15",
+            "     .venv/bin/connector events tail --json --from-beginning --ref demo-1 --timeout 10",
             "",
         ]
     )
