@@ -6,7 +6,7 @@ import httpx
 
 from connector.config import Generation, Settings
 from connector.eightbyeight.auth import OAuthToken, api_key_headers
-from connector.eightbyeight.base import InvalidCommand, NewConversation, Platform, PlatformError, ReadBack
+from connector.eightbyeight.base import Card, File, InvalidCommand, NewConversation, Platform, PlatformError, ReadBack
 from connector.eightbyeight.chat_api_v2 import ChatApiV2
 from connector.eightbyeight.chat_gateway_v1 import ChatGatewayV1
 from connector.eightbyeight.http import ApiClient
@@ -15,6 +15,8 @@ from connector.eightbyeight.transport import AiohttpSender, HttpxSender
 
 __all__ = [
     "Attempted",
+    "Card",
+    "File",
     "InvalidCommand",
     "NewConversation",
     "Platform",

@@ -14,10 +14,16 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
+    "ATTACHMENTS",
+    "CARDS",
     "CONNECTOR_REF",
+    "READ_RECEIPTS",
+    "TYPING",
     "MAX_HISTORY",
     "MAX_PROPERTIES",
+    "Card",
     "Channel",
+    "File",
     "InvalidCommand",
     "NewConversation",
     "Platform",
@@ -32,6 +38,11 @@ __all__ = [
 CONNECTOR_REF = "connectorRef"
 MAX_PROPERTIES = 30
 MAX_HISTORY = 200
+# What a generation may offer beyond the conversation flow (`Platform.features`).
+ATTACHMENTS = "attachments"
+CARDS = "cards"
+TYPING = "typing indicators"
+READ_RECEIPTS = "read receipts"
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,23 @@ class NewConversation:
             )
         if len(self.history) > MAX_HISTORY:
             raise InvalidCommand(f"{len(self.history)} history messages; 8x8 allows {MAX_HISTORY}")
+
+
+@dataclass(frozen=True)
+class File:
+    """A file to send with a message: its name, MIME type and bytes."""
+
+    name: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Card:
+    """A card to send with a message: 8x8's content type and the content, a JSON object."""
+
+    content_type: str
+    content: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -150,9 +178,11 @@ class InvalidCommand(ValueError):
 
 
 class Platform(abc.ABC):
-    """One 8x8 chat generation: create, send, end, find by ref, get, and read back."""
+    """One 8x8 chat generation: create, send, end, find by ref, get, and read back; web-hooks and channels;
+    and the `features` it has beyond the conversation flow."""
 
     generation: str
+    features: frozenset[str] = frozenset()
 
     def check(self, conversation: NewConversation) -> None:
         """Raise InvalidCommand if this generation cannot create `conversation` as asked."""
@@ -163,8 +193,25 @@ class Platform(abc.ABC):
         """Create the conversation; its 8x8 id."""
 
     @abc.abstractmethod
-    async def send(self, conversation_id: str, text: str, author_type: str) -> None:
-        """Send a customer ("user") or "bot" message."""
+    async def send(
+        self, conversation_id: str, text: str, author_type: str, *, files: Sequence[File] = (), cards: Sequence[Card] = ()
+    ) -> None:
+        """Send a customer ("user") or "bot" message; files and cards need `ATTACHMENTS` and `CARDS`."""
+
+    async def typing(self, conversation_id: str, author_type: str) -> None:
+        """Show the agent that the customer ("user") or "bot" is typing (`TYPING`)."""
+        raise self.unsupported(TYPING)
+
+    async def mark_read(self, conversation_id: str, message_id: str, author_type: str) -> None:
+        """Tell the agent every message up to `message_id` was read (`READ_RECEIPTS`)."""
+        raise self.unsupported(READ_RECEIPTS)
+
+    def unsupported(self, feature: str) -> PlatformError:
+        """The error of a call this generation cannot make; 8x8 is not asked."""
+        return PlatformError(
+            feature, f"{self.generation} has no {feature}", code="UNSUPPORTED_BY_GENERATION",
+            reason="unsupported",
+        )
 
     @abc.abstractmethod
     async def end(self, conversation_id: str) -> None:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from connector.eightbyeight.auth import OAuthToken
 from connector.eightbyeight.base import (
+    ATTACHMENTS,
+    CARDS,
     CONNECTOR_REF,
     MAX_PROPERTIES,
+    Card,
     Channel,
+    File,
     InvalidCommand,
     NewConversation,
     Platform,
@@ -52,7 +57,11 @@ class ChatApiV2(Platform):
         response = await self._request("create", "POST", "/conversations", json=create_body(conversation))
         return conversation_id_of(response, "create")
 
-    async def send(self, conversation_id: str, text: str, author_type: str) -> None:
+    async def send(
+        self, conversation_id: str, text: str, author_type: str, *, files: Sequence[File] = (), cards: Sequence[Card] = ()
+    ) -> None:
+        if files or cards:
+            raise self.unsupported(ATTACHMENTS if files else CARDS)
         await self._request(
             "send", "POST", f"/conversations/{_seg(conversation_id)}/messages", json={"text": text, "authorType": author_type}
         )

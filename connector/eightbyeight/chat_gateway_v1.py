@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from connector.eightbyeight.base import (
+    ATTACHMENTS,
+    CARDS,
     CONNECTOR_REF,
+    READ_RECEIPTS,
+    TYPING,
+    Card,
     Channel,
+    File,
     NewConversation,
     Platform,
     PlatformError,
@@ -33,6 +40,7 @@ class ChatGatewayV1(Platform):
     """`{base}/chat-gateway/v1`; every request carries the API key and, if set, the tenant."""
 
     generation = GENERATION
+    features = frozenset({ATTACHMENTS, CARDS, TYPING, READ_RECEIPTS})
 
     def __init__(self, api: ApiClient, headers: dict[str, str], base_url: str, *, find_max_pages: int = 20) -> None:
         self._api = api
@@ -45,10 +53,31 @@ class ChatGatewayV1(Platform):
         response = await self._request("create", "POST", "/conversations", json=create_body(conversation))
         return conversation_id_of(response, "create")
 
-    async def send(self, conversation_id: str, text: str, author_type: str) -> None:
-        await self._request(
-            "send", "POST", f"/conversations/{_seg(conversation_id)}/messages", json={"authorType": author_type, "text": text}
-        )
+    async def send(
+        self, conversation_id: str, text: str, author_type: str, *, files: Sequence[File] = (), cards: Sequence[Card] = ()
+    ) -> None:
+        """Upload the files first (each answer's id is what the message refers to), then send the message."""
+        path = f"/conversations/{_seg(conversation_id)}"
+        body: dict[str, Any] = {"authorType": author_type}
+        if text or not (files or cards):
+            body["text"] = text
+        if files:
+            body["attachments"] = [{"id": await self._upload(path, file, author_type)} for file in files]
+        if cards:
+            body["cards"] = [{"contentType": card.content_type, "content": card.content} for card in cards]
+        await self._request("send", "POST", f"{path}/messages", json=body)
+
+    async def typing(self, conversation_id: str, author_type: str) -> None:
+        await self._request("typing", "POST", f"/conversations/{_seg(conversation_id)}/typing", json={"authorType": author_type})
+
+    async def mark_read(self, conversation_id: str, message_id: str, author_type: str) -> None:
+        """A read receipt up to the message's own time: 8x8 takes a time (`readAt`), not a message id."""
+        path = f"/conversations/{_seg(conversation_id)}"
+        message = json_body(await self._request("message", "GET", f"{path}/messages/{_seg(message_id)}"), "message")
+        read_at = epoch_ms(message.get("createdAt"))
+        if read_at is None:
+            raise PlatformError("message", f"8x8's message {message_id} has no createdAt", code="BAD_RESPONSE")
+        await self._request("read-receipt", "POST", f"{path}/read-receipt", json={"authorType": author_type, "readAt": read_at})
 
     async def end(self, conversation_id: str) -> None:
         await self._request(
@@ -138,6 +167,15 @@ class ChatGatewayV1(Platform):
 
     async def _request(self, operation: str, method: str, path: str, **kwargs: Any) -> Reply:
         return await self._api.request(operation, method, self._root + path, headers=self._headers, **kwargs)
+
+    async def _upload(self, path: str, file: File, author_type: str) -> str:
+        """`POST .../attachments` (multipart: the file and the author type); the attachment's id."""
+        parts = [("attachment", file.name, file.content_type, file.data), ("authorType", None, "text/plain", author_type.encode())]
+        answer = await self._request("attachment", "POST", f"{path}/attachments", parts=parts)
+        attachment_id = text(json_body(answer, "attachment").get("id"))
+        if not attachment_id:
+            raise PlatformError("attachment", "8x8 stored the attachment but sent no id", http_status=answer.status_code, code="BAD_RESPONSE")
+        return attachment_id
 
     async def _all(self, name: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every item of a paged `_embedded.<name>` list."""

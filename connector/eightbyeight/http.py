@@ -10,7 +10,8 @@ import asyncio
 import email.utils
 import time
 import urllib.parse
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -21,7 +22,17 @@ from connector import tracing
 from connector.eightbyeight.base import PlatformError, text
 from connector.eightbyeight.transport import Reply, Sender
 
-__all__ = ["IN_FLIGHT", "REQUEST_SECONDS", "ApiClient", "conversation_id_of", "items_of", "json_body", "parse_retry_after"]
+__all__ = [
+    "IN_FLIGHT",
+    "REQUEST_SECONDS",
+    "ApiClient",
+    "Part",
+    "conversation_id_of",
+    "items_of",
+    "json_body",
+    "multipart",
+    "parse_retry_after",
+]
 
 REQUEST_SECONDS = Histogram(
     "connector_8x8_request_seconds",
@@ -33,6 +44,10 @@ IN_FLIGHT = Gauge("connector_8x8_requests_in_flight", "8x8 API requests sent and
 
 _MAX_MESSAGE = 500
 _HEADERS = {"User-Agent": "kafka-8x8-connector"}
+
+
+# One part of a multipart/form-data body: field name, file name (None for a plain field), content type, bytes.
+Part = tuple[str, "str | None", str, bytes]
 
 
 class ApiClient:
@@ -55,9 +70,10 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         form: Mapping[str, str] | None = None,
+        parts: Sequence[Part] | None = None,
         bounded: bool = True,
     ) -> Reply:
-        """Send one request (`json` or `form` as its body); `bounded=False` skips the in-flight bound."""
+        """Send one request (`json`, `form` or multipart `parts` as its body); `bounded=False` skips the in-flight bound."""
         merged = {**_HEADERS, **headers} if headers else dict(_HEADERS)
         if trace := tracing.current.get():  # the running command's W3C trace context
             merged[tracing.TRACEPARENT] = trace
@@ -68,6 +84,8 @@ class ApiClient:
         elif form is not None:
             body = urllib.parse.urlencode(form).encode()
             merged["Content-Type"] = "application/x-www-form-urlencoded"
+        elif parts is not None:
+            body, merged["Content-Type"] = multipart(parts)
         if params:
             url = f"{url}?{urllib.parse.urlencode(params)}"
         if not bounded:
@@ -113,6 +131,21 @@ class ApiClient:
         if child is None:
             child = self._seconds[(operation, status)] = REQUEST_SECONDS.labels(operation, status)
         child.observe(seconds)
+
+
+def multipart(parts: Sequence[Part]) -> tuple[bytes, str]:
+    """A multipart/form-data body (RFC 7578) and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    chunks: list[bytes] = []
+    for name, filename, content_type, data in parts:
+        disposition = f'form-data; name="{_quoted(name)}"'
+        if filename is not None:
+            disposition += f'; filename="{_quoted(filename)}"'
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: {content_type}\r\n\r\n".encode() + data + b"\r\n"
+        )
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
 def json_body(response: Reply, operation: str, kind: type = dict) -> Any:
@@ -164,6 +197,11 @@ def parse_retry_after(response: Reply) -> float | None:
 
 
 _JSON_NAMES = {dict: "an object", list: "a list"}
+
+
+def _quoted(value: str) -> str:
+    """A name for a Content-Disposition parameter: quotes and line breaks escaped as browsers do (RFC 7578, 4.2)."""
+    return value.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _unexpected(operation: str, response: Reply, what: str) -> PlatformError:

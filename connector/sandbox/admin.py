@@ -114,4 +114,5 @@ def _detail(conversation: Conversation) -> dict[str, Any]:
     detail["interactions"] = [json.loads(json.dumps(vars(i))) for i in conversation.interactions]
     detail["participants"] = [vars(p) for p in conversation.participants.values()]
     detail["messages"] = [vars(m) for m in conversation.messages]
+    detail["activity"] = conversation.activity
     return detail

@@ -11,7 +11,7 @@ from connector.config import Generation
 from connector.sandbox import validation
 from connector.sandbox.problems import ApiError
 from connector.sandbox.routing import json_body, json_response, operation, page_of, paging
-from connector.sandbox.state import Channel, Conversation, Message, Webhook, iso_time
+from connector.sandbox.state import Channel, Conversation, File, Message, Webhook, iso_time
 
 if TYPE_CHECKING:
     from connector.sandbox.server import Sandbox
@@ -54,6 +54,10 @@ class ChatGateway:
             web.get(f"{BASE}/conversations/{{id}}/messages", self.list_messages),
             web.post(f"{BASE}/conversations/{{id}}/messages", self.send_message),
             web.get(f"{BASE}/conversations/{{id}}/messages/{{message}}", self.get_message),
+            web.get(f"{BASE}/conversations/{{id}}/attachments", self.list_attachments),
+            web.post(f"{BASE}/conversations/{{id}}/attachments", self.add_attachment),
+            web.post(f"{BASE}/conversations/{{id}}/typing", self.typing),
+            web.post(f"{BASE}/conversations/{{id}}/read-receipt", self.read_receipt),
         ]
 
     def authenticate(self, request: web.Request) -> None:
@@ -235,10 +239,46 @@ class ChatGateway:
             conversation,
             body["authorType"],
             body.get("text", ""),
-            attachments=body.get("attachments", []),
+            attachments=[self._uploaded(conversation, i, a) for i, a in enumerate(body.get("attachments", []))],
             cards=body.get("cards", []),
         )
         return web.Response(status=202)
+
+    @operation(GATEWAY, "getconversationattachments")
+    async def list_attachments(self, request: web.Request) -> web.Response:
+        conversation = self._conversation(request)
+        return _page(request, "attachments", [_attachment(f) for f in conversation.files.values()])
+
+    @operation(GATEWAY, "addconversationattachments")
+    async def add_attachment(self, request: web.Request) -> web.Response:
+        """Keep an uploaded file for a message to refer to by its id (checked against AttachmentUpload)."""
+        conversation = self._conversation(request)
+        problems, upload = validation.attachment_upload(request.headers.get("Content-Type", ""), await request.read())
+        validation.check(problems)
+        assert upload is not None
+        if conversation.ended:
+            raise ApiError(400, f"Conversation {conversation.id} has ended.", code="conversation_ended")
+        file = self._sandbox.keep_file(conversation, upload.file_name, upload.content_type, upload.data)
+        return json_response(_attachment(file), content_type=HAL_JSON)
+
+    @operation(GATEWAY, "sendtypingindicator")
+    async def typing(self, request: web.Request) -> web.Response:
+        conversation = self._conversation(request)
+        body = json_body(request)
+        validation.check(validation.typing(body))
+        self._sandbox.customer_activity(conversation, "typing", body["authorType"])
+        return web.Response(status=204)
+
+    @operation(GATEWAY, "sendreadreceipt")
+    async def read_receipt(self, request: web.Request) -> web.Response:
+        conversation = self._conversation(request)
+        body = json_body(request)
+        validation.check(validation.read_receipt(body))
+        channel = self._sandbox.store.channel(GATEWAY, conversation.channel_id)
+        if body["authorType"] == "user" and channel is not None and channel.type != "ChatAPI":
+            raise ApiError(400, "Constraint Violation", ["authorType: user is only allowed on ChatAPI channels."], code="invalid_request")
+        self._sandbox.customer_activity(conversation, "read-receipt", body["authorType"], read_at=body["readAt"])
+        return web.Response(status=204)
 
     @operation(GATEWAY, "getmessagebyidforcctransaction")
     async def get_message(self, request: web.Request) -> web.Response:
@@ -250,6 +290,16 @@ class ChatGateway:
         raise ApiError(404, f"Resource of type Message with id {message_id} was not found.")
 
     # --- lookups ------------------------------------------------------------------------------
+
+    def _uploaded(self, conversation: Conversation, index: int, reference: Any) -> dict[str, Any]:
+        """The message attachment an `{id}` of an upload to this conversation stands for; 400 for any other."""
+        file = conversation.files.get(reference.get("id")) if isinstance(reference, dict) else None
+        if file is None:
+            raise ApiError(
+                400, "Constraint Violation", [f"attachments[{index}].id: No attachment {reference!r} was added to this conversation."],
+                code="invalid_request",
+            )
+        return self._sandbox.attachment_of(conversation, file)
 
     def _webhook(self, request: web.Request) -> Webhook:
         webhook = self._sandbox.store.webhook(GATEWAY, request.match_info["id"])
@@ -337,6 +387,18 @@ def _conversation(conversation: Conversation) -> dict[str, Any]:
         "assignment": assignment,
         "user": conversation.customer,
         "state": _STATE[conversation.state],
+    }
+
+
+def _attachment(file: File) -> dict[str, Any]:
+    # Spec flaw: AttachmentResult requires `size` and `type` but defines `sizeInBytes` (and no type); all three are sent.
+    return {
+        "id": file.id,
+        "filename": file.name,
+        "size": len(file.data),
+        "sizeInBytes": len(file.data),
+        "type": file.content_type,
+        "createdAt": iso_time(file.created_ms),
     }
 
 

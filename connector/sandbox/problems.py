@@ -35,8 +35,12 @@ _GATEWAY_404_AS_STRINGS = frozenset(
         "userparticipantleavecctransaction",
         "sendmessagetocctransaction-1",
         "getmessagebyidforcctransaction",
+        "getconversationattachments",
+        "addconversationattachments",
     }
 )
+# Gateway operations whose 403 is GeneralErrorResponse (errors as objects), not ForbiddenRequestResponse.
+_GATEWAY_403_AS_OBJECTS = frozenset({"createchatapichannel-1", "addconversationattachments"})
 
 
 class ApiError(Exception):
@@ -93,7 +97,7 @@ def _body(generation: Generation, operation: str, error: ApiError) -> dict[str, 
         return None  # its `default` response has no content
     if operation == "sendmessagetocctransaction-1" and status == 400:
         return {"message": message, "errors": objects[0], "referenceId": secrets.token_hex(8)}
-    if (status == 403 and operation != "createchatapichannel-1") or (
+    if (status == 403 and operation not in _GATEWAY_403_AS_OBJECTS) or (
         status == 404 and operation in _GATEWAY_404_AS_STRINGS
     ):
         return {"message": message, "errors": error.errors}

@@ -31,7 +31,7 @@ from connector.sandbox.journal import Journal
 from connector.sandbox.problems import ApiError, problem_response
 from connector.sandbox.routing import BODY, INVALID_JSON
 from connector.sandbox.signing import generate_key, new_kid, public_jwk
-from connector.sandbox.state import Channel, Conversation, Store, Webhook, now_ms
+from connector.sandbox.state import Channel, Conversation, File, Store, Webhook, now_ms
 from connector.sandbox.web_console import Console
 
 __all__ = ["RunningSandbox", "Sandbox", "run_in_thread", "start_sandbox"]
@@ -186,6 +186,27 @@ class Sandbox:
         if conversation.ended:
             raise ApiError(400, f"Conversation {conversation.id} has ended.", code="conversation_ended")
         self.center.customer_message(conversation, author_type, text, attachments=attachments or [], cards=cards or [])
+
+    def keep_file(self, conversation: Conversation, name: str, content_type: str, data: bytes) -> File:
+        """Keep a file of the conversation, for a message to carry."""
+        file = File(self.store.new_id("attachment"), name, content_type, data)
+        conversation.files[file.id] = file
+        return file
+
+    def attachment_of(self, conversation: Conversation, file: File) -> dict[str, Any]:
+        """A kept file as a message carries it: id, type, pre-signed URL (the sandbox's own), file name."""
+        url = f"{self.url}/_sandbox/conversations/{conversation.id}/attachments/{file.id}"
+        return {"id": file.id, "type": file.content_type, "preSignedUrl": url, "fileName": file.name}
+
+    def customer_activity(self, conversation: Conversation, name: str, author_type: str, *, read_at: int | None = None) -> None:
+        """The integration shows it is typing or has read (what the agent's desktop would show); 400 once ended."""
+        if conversation.ended:
+            raise ApiError(400, f"Conversation {conversation.id} has ended.", code="conversation_ended")
+        entry: dict[str, Any] = {"name": name, "authorType": author_type, "at": now_ms()}
+        if read_at is not None:
+            entry["readAt"] = read_at
+        conversation.activity.append(entry)
+        self.notifier.changed(conversation)
 
     def provision(self, webhook_url: str) -> None:
         """One webhook to `webhook_url` and one channel on it, for each generation."""

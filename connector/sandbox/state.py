@@ -92,12 +92,13 @@ class Message:
 
 @dataclass
 class File:
-    """A file an agent attached to a message, downloadable at the attachment's pre-signed URL."""
+    """A file attached to a message (by an agent, or uploaded by the integration), downloadable at its pre-signed URL."""
 
     id: str
     name: str
     content_type: str
     data: bytes
+    created_ms: int = field(default_factory=lambda: now_ms())
 
 
 @dataclass
@@ -128,6 +129,8 @@ class Conversation:
     inbox: asyncio.Queue[Message] | None = None  # the scripted agent's, while one serves
     events: list[Outgoing] = field(default_factory=list)  # the webhook events sent, in order
     files: dict[str, File] = field(default_factory=dict)
+    # The integration's typing indicators and read receipts, oldest first: {name, authorType, at[, readAt]}.
+    activity: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def interaction(self) -> Interaction | None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from connector.sandbox.problems import ApiError
 
 __all__ = [
+    "MAX_ATTACHMENT_BYTES",
     "MAX_CUSTOMER_PROPERTIES",
     "MAX_HISTORY_MESSAGES",
+    "Upload",
+    "attachment_upload",
     "check",
+    "read_receipt",
+    "typing",
     "gateway_conversation",
     "gateway_message",
     "v2_conversation",
@@ -22,6 +30,8 @@ __all__ = [
 
 MAX_CUSTOMER_PROPERTIES = 30
 MAX_HISTORY_MESSAGES = 200
+# The sandbox's own bound on one file (8x8 publishes none).
+MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
 _AUTHORS = ("user", "bot")
 _USER_FIELDS = ("name", "userId", "email", "phone", "company", "caseId", "language")
 
@@ -91,6 +101,59 @@ def gateway_message(body: dict[str, Any], where: str = "") -> list[str]:
     if not any(body.get(name) for name in ("text", "attachments", "cards", "externalProvider")):
         problems.append(f"{where}text: May not be empty.")
     return problems
+
+
+def typing(body: dict[str, Any]) -> list[str]:
+    """Problems of a typing-indicator body (TypingRequest)."""
+    return _author(body, "authorType", "", required=True)
+
+
+def read_receipt(body: dict[str, Any]) -> list[str]:
+    """Problems of a read-receipt body (ReadReceiptRequest: authorType and readAt, epoch ms)."""
+    problems = _author(body, "authorType", "", required=True)
+    read_at = body.get("readAt")
+    if not isinstance(read_at, int) or isinstance(read_at, bool) or read_at < 0:
+        problems.append("readAt: Must be a time in milliseconds since the epoch.")
+    return problems
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An attachment upload's parts: the file (name, type, bytes) and the author type."""
+
+    file_name: str
+    content_type: str
+    data: bytes
+    author_type: str
+
+
+def attachment_upload(content_type: str, body: bytes) -> tuple[list[str], Upload | None]:
+    """Problems of an attachment upload (AttachmentUpload: multipart/form-data with an `attachment` file part
+    and an optional `authorType` part), and the upload when there are none."""
+    if not content_type.lower().startswith("multipart/form-data") or "boundary=" not in content_type:
+        return ["Content-Type: Must be multipart/form-data with a boundary."], None
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    if not message.is_multipart() or message.defects:
+        return ["body: Not a well-formed multipart/form-data body."], None
+    parts = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+    problems: list[str] = []
+    file = parts.get("attachment")
+    if file is None or not file.get_filename():
+        return ["attachment: A file part named attachment, with a file name, is required."], None
+    data = file.get_payload(decode=True) or b""
+    if not data:
+        problems.append("attachment: The file is empty.")
+    elif len(data) > MAX_ATTACHMENT_BYTES:
+        problems.append(f"attachment: At most {MAX_ATTACHMENT_BYTES} bytes.")
+    author = parts.get("authorType")
+    author_type = author.get_payload(decode=True).decode(errors="replace").strip() if author is not None else "user"
+    if author_type not in _AUTHORS:
+        problems.append(f"authorType: Must be one of {', '.join(_AUTHORS)}.")
+    if problems:
+        return problems, None
+    return [], Upload(file.get_filename(), file.get_content_type(), data, author_type)
 
 
 def webhook(body: dict[str, Any], versions: tuple[str, ...]) -> list[str]:

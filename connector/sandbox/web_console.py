@@ -22,7 +22,8 @@ from aiohttp import web
 
 from connector.config import Generation
 from connector.sandbox.center import Refused
-from connector.sandbox.state import Agent, Conversation, File, Message, iso_time
+from connector.sandbox.state import Agent, Conversation, Message, iso_time
+from connector.sandbox.validation import MAX_ATTACHMENT_BYTES
 
 if TYPE_CHECKING:
     from connector.sandbox.delivery import Outgoing
@@ -36,7 +37,6 @@ _POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
 _SHOWN = 200  # the most recent conversations listed
 _KEEP_ALIVE_S = 15.0
 _SETTLE_S = 0.1
-_MAX_FILE_BYTES = 5 * 1024 * 1024
 # The spec's ContentType enum (chat-gateway-v1.yaml): what a card may be.
 CARD_CONTENT_TYPES = (
     "application/vnd.microsoft.card.adaptive",
@@ -223,12 +223,9 @@ class Console:
             data = base64.b64decode(_text(attachment, "data", required=False), validate=True)
         except binascii.Error:
             raise _error(web.HTTPBadRequest, "attachment.data must be base64.") from None
-        if len(data) > _MAX_FILE_BYTES:
-            raise _error(web.HTTPRequestEntityTooLarge, f"Attachments are limited to {_MAX_FILE_BYTES} bytes.")
-        file = File(self._sandbox.store.new_id("attachment"), name, content_type, data)
-        conversation.files[file.id] = file
-        url = f"{self._sandbox.url}/_sandbox/conversations/{conversation.id}/attachments/{file.id}"
-        return {"id": file.id, "type": content_type, "preSignedUrl": url, "fileName": name}
+        if len(data) > MAX_ATTACHMENT_BYTES:
+            raise _error(web.HTTPRequestEntityTooLarge, f"Attachments are limited to {MAX_ATTACHMENT_BYTES} bytes.")
+        return self._sandbox.attachment_of(conversation, self._sandbox.keep_file(conversation, name, content_type, data))
 
     def _card(self, card: Any) -> dict[str, Any]:
         """A card as the gateway carries it (`{id, contentType, content}`), content type from the spec's list."""

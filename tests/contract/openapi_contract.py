@@ -53,6 +53,7 @@ def load_gateway_spec() -> dict[str, Any]:
     # `_embedded` (as every other list of this spec does); the requirement cannot be met by a HAL page.
     schemas["MessageListResult"]["allOf"][0].pop("required")
     schemas["ConversationParticipants"]["allOf"][0].pop("required")
+    schemas["AttachmentsResult"]["allOf"][0].pop("required")
     _interaction_times_are_date_times(schemas)
     return spec
 
@@ -152,6 +153,26 @@ class Contract:
         )
 
 
+class CheckedTransport(httpx.AsyncBaseTransport):
+    """Sends to a real server (the sandbox) and checks each exchange against the specs; `statuses` in order."""
+
+    def __init__(self, contract: Contract) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._contract = contract
+        self.statuses: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        await response.aread()
+        response.request = request
+        self._contract.check_httpx(response)
+        self.statuses.append(response.status_code)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def _openapi(spec: dict[str, Any]) -> OpenAPI:
     # openapi-core only knows application/json; the specs also answer problem+json and hal+json.
     json_types = {"application/problem+json": json.loads, "application/hal+json": json.loads}
@@ -169,4 +190,4 @@ def _why(error: BaseException) -> str:
     return "; ".join(causes)[:1500]
 
 
-__all__ = ["Contract", "Exchange"]
+__all__ = ["CheckedTransport", "Contract", "Exchange"]

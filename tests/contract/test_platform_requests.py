@@ -19,27 +19,7 @@ from connector.config import Generation, load_settings
 from connector.eightbyeight import Platform, open_platform
 from connector.platform_setup import setup
 from connector.sandbox import RunningSandbox, SandboxConfig, start_sandbox
-from tests.contract.openapi_contract import Contract
-
-
-class _Checked(httpx.AsyncBaseTransport):
-    """Forwards to the sandbox and checks each exchange against the specs (8x8's host as the server)."""
-
-    def __init__(self, contract: Contract, statuses: list[int]) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self._contract = contract
-        self._statuses = statuses
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        await response.aread()
-        response.request = request
-        self._contract.check_httpx(response)
-        self._statuses.append(response.status_code)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+from tests.contract.openapi_contract import CheckedTransport, Contract
 
 
 @pytest.fixture
@@ -96,8 +76,10 @@ async def _everything(generation: Generation, public_url: str, transport: httpx.
 
 @pytest.mark.parametrize("generation", list(Generation))
 async def test_every_set_up_request_validates_and_both_senders_send_the_same(generation: Generation, public_url: str) -> None:
-    contract, statuses = Contract(), []
-    on_spec = await _everything(generation, public_url, _Checked(contract, statuses))
+    contract = Contract()
+    checked = CheckedTransport(contract)
+    on_spec = await _everything(generation, public_url, checked)
+    statuses = checked.statuses
     on_wire = await _everything(generation, public_url, None)
     assert statuses.count(404) == 1 and all(s < 300 for s in statuses if s != 404)  # the deleted channel
     operations = {entry.split(" ", 1)[1] for entry in contract.checked}

@@ -1,5 +1,6 @@
 """Schemathesis against the sandbox: generated requests for the conversation, message, participant,
-webhook and channel operations of both specs; every answer must conform to its spec.
+webhook and channel operations of both specs, and the gateway's attachments, typing indicators and
+read receipts; every answer must conform to its spec.
 
 The specs are loaded with their known flaws patched (see `openapi_contract`). Half of the generated
 ids are swapped for ids that exist, so that success answers are exercised as well as 404s.
@@ -56,6 +57,10 @@ gateway_schema = schemathesis.openapi.from_dict(load_gateway_spec()).include(
         "getmessagesforcctransaction-1",
         "sendmessagetocctransaction-1",
         "getmessagebyidforcctransaction",
+        "getconversationattachments",
+        "addconversationattachments",
+        "sendtypingindicator",
+        "sendreadreceipt",
     ]
 )
 
