@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from connector.client import CommandPublisher  # noqa: E402
 from connector.status import Conversation, Status  # noqa: E402
 from connector.topics import TopicSpec, create_topics  # noqa: E402
-from tests.conftest import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
+from tests.support.env import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
 
 
 def main() -> None:
@@ -217,7 +217,7 @@ def _run_worker(args: argparse.Namespace, env: dict[str, str], admin: httpx.Clie
 
 
 def _read_results(settings: Any, tps: list[TopicPartition]) -> list[dict[str, Any]]:
-    from tests.commands.conftest import TopicReader
+    from tests.support.topics import TopicReader
 
     env = {"CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "CONNECTOR_SCHEMA_REGISTRY_URL": settings.schema_registry_url}

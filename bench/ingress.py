@@ -35,8 +35,8 @@ from connector.topics import create_topics  # noqa: E402
 from connector.sandbox.config import SandboxConfig  # noqa: E402
 from connector.sandbox.server import start_sandbox  # noqa: E402
 from connector.sandbox.signing import sign  # noqa: E402
-from tests.conftest import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
-from tests.ingress.conftest import Avro, publish_mapping  # noqa: E402
+from tests.support.avro import Avro, publish_mapping  # noqa: E402
+from tests.support.env import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
 
 BENCH_CONVERSATIONS = 64
 

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 from connector.client import CommandPublisher  # noqa: E402
 from connector.schemas import AvroCodec  # noqa: E402
 from connector.topics import assign_all, create_topics  # noqa: E402
-from tests.commands.conftest import resumed_after  # noqa: E402
-from tests.conftest import drop_topics, free_port, isolated_env, settings_of, wait_until_ready  # noqa: E402
+from tests.support.env import drop_topics, free_port, isolated_env, settings_of, wait_until_ready  # noqa: E402
+from tests.support.topics import resumed_after  # noqa: E402
 
 CONFIGURATIONS = {
     "dynamic-30s": {},

@@ -13,13 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, TopicPartition
-from kafka.partitioner.default import murmur2
-
 from connector.client import CommandPublisher
-from connector.schemas import AvroCodec
 from connector.topics import create_topics
-from tests.conftest import free_port, settings_of
+from tests.support.env import free_port, settings_of
+from tests.support.topics import TopicReader, partition_of, resumed_after  # noqa: F401 (resumed_after, partition_of: imported from here)
 
 GENERATIONS = ("chat-api-v2", "chat-gateway-v1")
 
@@ -135,40 +132,6 @@ def publisher_for() -> Iterator[Callable[[dict[str, str]], CommandPublisher]]:
         publisher.close()
 
 
-class TopicReader:
-    """Reads a topic from the beginning (no group), decoding Avro values with the registry."""
-
-    def __init__(self, env: dict[str, str], topic: str, schema: str | None) -> None:
-        settings = settings_of(env)
-        self._schema = schema
-        self._codec = AvroCodec(settings)
-        self._consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
-        partitions = None
-        deadline = time.monotonic() + 20
-        while not partitions and time.monotonic() < deadline:
-            partitions = self._consumer.partitions_for_topic(topic)
-            time.sleep(0.1)
-        assert partitions, f"no topic {topic}"
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        self._consumer.seek_to_beginning(*tps)
-        self.records: list[Any] = []
-
-    def poll(self, seconds: float = 0.5) -> list[Any]:
-        """Read what is there for `seconds`; the new records (value decoded when a schema was given)."""
-        new = []
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for records in self._consumer.poll(timeout_ms=100).values():
-                for record in records:
-                    new.append(self._codec.decode_sync(self._schema, record.value) if self._schema else record)
-        self.records.extend(new)
-        return new
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
 class Results(TopicReader):
     """The CommandResult records, by command id."""
 
@@ -176,11 +139,10 @@ class Results(TopicReader):
         super().__init__(env, env["CONNECTOR_TOPIC_COMMAND_RESULTS"], "CommandResult")
         self.by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
 
-    def poll(self, seconds: float = 0.5) -> list[Any]:
-        new = super().poll(seconds)
+    def _took(self, new: list[Any]) -> list[Any]:
         for result in new:
             self.by_id[result["command_id"]].append(result)
-        return new
+        return super()._took(new)
 
     def wait_for(self, command_ids: list[str], timeout: float) -> dict[str, list[dict[str, Any]]]:
         """Poll until every id has a result (fails with the missing count on timeout)."""
@@ -282,22 +244,3 @@ def created_by_ref(sandbox: Sandbox, generation: str) -> dict[str, list[str]]:
         )
         out[ref].append(conversation["id"])
     return out
-
-
-def resumed_after(by_id: dict[str, list[dict]], stopped_at: float, partitions: int) -> dict[int, float]:
-    """Per partition of chat.commands (as the publisher's keys spread them), seconds from `stopped_at` (epoch
-    seconds) to its first result processed after it: how long a stopped worker's partitions waited."""
-    first = {partition: float("inf") for partition in range(partitions)}  # inf: none since
-    for records in by_id.values():
-        for record in records:
-            at = record["processed_at"]
-            at = at.timestamp() if hasattr(at, "timestamp") else at / 1000
-            if at >= stopped_at:
-                partition = partition_of(record["conversation_ref"], partitions)
-                first[partition] = min(first[partition], at - stopped_at)
-    return dict(first)
-
-
-def partition_of(ref: str, partitions: int) -> int:
-    """The partition a publisher's key `ref` goes to (Kafka's default partitioner: murmur2)."""
-    return (murmur2(ref.encode()) & 0x7FFFFFFF) % partitions

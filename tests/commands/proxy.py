@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from tests.conftest import free_port
+from tests.support.env import free_port
 
 __all__ = ["Answer", "Proxy", "running_proxy"]
 

@@ -22,9 +22,10 @@ from kafka import KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from connector.schemas import load_schema
-from tests.commands.conftest import Results, TopicReader, created_by_ref, partition_of
+from tests.commands.conftest import Results, created_by_ref
+from tests.support.topics import TopicReader, partition_of
 from tests.commands.proxy import Answer, running_proxy
-from tests.conftest import REGISTRY, settings_of
+from tests.support.env import REGISTRY, settings_of
 
 pytestmark = pytest.mark.kafka
 

@@ -12,7 +12,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from connector.client import CommandPublisher, PublishError
 from connector.topics import create_topics
-from tests.conftest import free_port, settings_of
+from tests.support.env import free_port, settings_of
 
 pytestmark = pytest.mark.kafka
 

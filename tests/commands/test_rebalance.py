@@ -19,7 +19,7 @@ from tests.commands.conftest import (
     assert_exactly_one_result,
     publish_workload,
 )
-from tests.conftest import free_port
+from tests.support.env import free_port
 
 pytestmark = pytest.mark.kafka
 

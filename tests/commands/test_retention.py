@@ -22,9 +22,10 @@ from connector.config import Settings
 from connector.retention import CHANGELOG_CONFIG
 from connector.schemas import AvroCodec
 from connector.topics import changelog_topics, create_topics
-from tests.commands.conftest import Results, TopicReader
+from tests.commands.conftest import Results
+from tests.support.topics import TopicReader
 from tests.commands.test_flow import _state, _wait_state
-from tests.conftest import settings_of
+from tests.support.env import settings_of
 
 pytestmark = pytest.mark.kafka
 

@@ -19,7 +19,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from connector.config import Generation, load_settings
 from connector.eightbyeight import NewConversation, open_platform
-from tests.conftest import free_port
+from tests.support.env import free_port
 from tests.contract.openapi_contract import load_gateway_spec, load_v2_spec
 
 REF = "order-42"

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.ingress.conftest import Avro, admin_url, consume, post, settings_of, signed_headers, worker_url
+from tests.ingress.conftest import admin_url, consume, post, settings_of, signed_headers, worker_url
+from tests.support.avro import Avro
 from tests.unit.test_signature import forge_crc32
 
 pytestmark = pytest.mark.kafka

@@ -8,7 +8,8 @@ import pytest
 
 from connector.sandbox.events import Agent
 from connector.sandbox.state import Message, now_ms
-from tests.ingress.conftest import chat_events, publish_mapping, settings_of, wait_for
+from tests.ingress.conftest import chat_events, settings_of, wait_for
+from tests.support.avro import publish_mapping
 
 pytestmark = pytest.mark.kafka
 

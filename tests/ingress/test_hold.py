@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.ingress.conftest import chat_events, post, publish_mapping, settings_of, signed_headers
+from tests.ingress.conftest import chat_events, post, settings_of, signed_headers
+from tests.support.avro import publish_mapping
 
 pytestmark = pytest.mark.kafka
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ingress.conftest import SandboxThread, chat_events, publish_mapping, settings_of, wait_for, worker_url
+from tests.ingress.conftest import SandboxThread, chat_events, settings_of, wait_for, worker_url
+from tests.support.avro import publish_mapping
 
 pytestmark = pytest.mark.kafka
 

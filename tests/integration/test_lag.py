@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from connector.config import Settings
 from connector.lag import LAG, LagMonitor
 from connector.topics import create_topics
-from tests.conftest import free_port
+from tests.support.env import free_port
 
 
 async def test_lag_is_what_the_group_has_not_committed_on_each_topic(settings: Settings) -> None:

@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 
 from connector.schemas import AvroCodec
 from connector.topics import create_topics
-from tests.conftest import settings_of
+from tests.support.env import settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from connector.client import AsyncCommandPublisher, CommandPublisher, CommandResult, PublishError, ResultWatcher
-from tests.conftest import free_port, settings_of
+from tests.support.env import free_port, settings_of
 
 pytestmark = pytest.mark.kafka
 

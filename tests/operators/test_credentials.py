@@ -11,7 +11,7 @@ import pytest
 
 from connector.client import CommandPublisher, ResultWatcher
 from connector.credentials import Credentials
-from tests.conftest import settings_of
+from tests.support.env import settings_of
 
 REFUSED = {"status": "FAILED", "error_code": "AUTH_FAILED", "error_message": "8x8 refused the API key: invalid_client"}
 

@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 
 from connector.client import CommandPublisher
 from tests.commands.conftest import Results
-from tests.conftest import settings_of
+from tests.support.env import settings_of
 
 pytestmark = pytest.mark.kafka
 

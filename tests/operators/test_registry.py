@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from connector.client import CommandPublisher
 from connector.schemas import COMPATIBILITY, SCHEMA_NAMES, SchemaMissing, load_schema, subjects, sync_registry
-from tests.conftest import free_port, settings_of
+from tests.support.env import free_port, settings_of
 from tests.integration.test_schemas import _committed_versions
 
 ROOT = Path(__file__).resolve().parents[2]

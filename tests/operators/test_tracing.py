@@ -13,8 +13,8 @@ from connector import tracing
 from connector.client import CommandPublisher
 from connector.eightbyeight.http import ApiClient
 from connector.eightbyeight.transport import HttpxSender
-from tests.commands.conftest import TopicReader
-from tests.conftest import settings_of
+from tests.support.env import settings_of
+from tests.support.topics import TopicReader
 
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

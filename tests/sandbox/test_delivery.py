@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import free_port
+from tests.support.env import free_port
 from tests.sandbox.signatures import verify
 from tests.sandbox.support import Receiver, v2_client
 

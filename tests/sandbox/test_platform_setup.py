@@ -19,7 +19,7 @@ from connector.platform_setup import checks
 from connector.sandbox import RunningSandbox, SandboxConfig, run_in_thread
 from connector.sandbox.state import Webhook
 from connector.topics import create_topics, partition_counts, topic_specs
-from tests.conftest import free_port, settings_of
+from tests.support.env import free_port, settings_of
 
 PUBLIC_URL = "http://connector.example:6066"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.commands.conftest import connector_env, sandbox, start_sandbox, worker_port  # noqa: F401 (fixtures)
-from tests.conftest import drop_topics, isolated_env
+from tests.support.env import drop_topics, isolated_env
 
 DEVSTACK_HOME = Path(os.environ.get("CONNECTOR_DEVSTACK_HOME") or Path.home() / ".cache" / "kafka-8x8-connector")
 SECURE = DEVSTACK_HOME / "secure"

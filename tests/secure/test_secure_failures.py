@@ -13,7 +13,7 @@ import pytest
 
 from connector.client import CommandPublisher, PublishError
 from connector.kafka_errors import KafkaTrouble
-from tests.conftest import settings_of
+from tests.support.env import settings_of
 from tests.secure.conftest import as_user, connector
 
 pytestmark = pytest.mark.kafka

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from connector.client import CommandPublisher, ResultWatcher
-from tests.conftest import settings_of
+from tests.support.env import settings_of
 from tests.secure.conftest import as_user, connector
 
 pytestmark = pytest.mark.kafka
