@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the deployment tools that tests/deploy/ needs: helm, kubeconform and helm-docs (which
-# writes the values table of helm/kafka-8x8-connector/README.md from values.yaml). They are built
+# Installs the deployment tools that tests/deploy/ needs: helm, kubeconform, helm-docs (which
+# writes the values table of helm/kafka-8x8-connector/README.md from values.yaml) and promtool
+# (which checks the chart's PrometheusRule and unit-tests its alerts). They are built
 # from source with `go install` through the Go module proxy (no download of release binaries),
 # into a cache OUTSIDE the checkout:
 #
-#   ${CONNECTOR_DEVSTACK_HOME:-$HOME/.cache/kafka-8x8-connector}/bin/{helm,kubeconform,helm-docs}
+#   ${CONNECTOR_DEVSTACK_HOME:-$HOME/.cache/kafka-8x8-connector}/bin/{helm,kubeconform,helm-docs,promtool}
 #
 # GOPATH, GOMODCACHE and GOCACHE live in the same cache, so a second run is instant: a tool is
 # rebuilt only when its pinned version changes (a stamp file records the version installed).
@@ -21,6 +22,8 @@ HELM_MODULE="helm.sh/helm/v4"
 HELM_VERSION="${CONNECTOR_HELM_VERSION:-v4.3.1}"
 KUBECONFORM_VERSION="${CONNECTOR_KUBECONFORM_VERSION:-v0.8.0}"
 HELM_DOCS_VERSION="${CONNECTOR_HELM_DOCS_VERSION:-v1.14.2}"
+# Prometheus' Go module numbers its releases v0.<major><minor>.<patch>: v0.316.0 is Prometheus 3.16.0.
+PROMETHEUS_VERSION="${CONNECTOR_PROMETHEUS_VERSION:-v0.316.0}"
 
 HOME_DIR="${CONNECTOR_DEVSTACK_HOME:-${HOME}/.cache/kafka-8x8-connector}"
 BIN_DIR="${HOME_DIR}/bin"
@@ -60,10 +63,14 @@ install_tool kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@${KUBECON
     "-s -w -X main.version=${KUBECONFORM_VERSION}"
 install_tool helm-docs "github.com/norwoodj/helm-docs/cmd/helm-docs@${HELM_DOCS_VERSION}" \
     "-s -w -X main.version=${HELM_DOCS_VERSION#v}"
+PROMETHEUS_RELEASE="${PROMETHEUS_VERSION#v0.}"
+install_tool promtool "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEUS_VERSION}" \
+    "-s -w -X github.com/prometheus/common/version.Version=${PROMETHEUS_RELEASE:0:1}.${PROMETHEUS_RELEASE:1}"
 
 "${BIN_DIR}/helm" version --short
 echo "kubeconform $("${BIN_DIR}/kubeconform" -v)"
 "${BIN_DIR}/helm-docs" --version
+"${BIN_DIR}/promtool" --version | head -n 1
 echo "tools in ${BIN_DIR}"
 
 "$(dirname "${BASH_SOURCE[0]}")/browser.sh"
