@@ -69,15 +69,15 @@ to set. Included by every template that needs the values to be consistent.
 */}}
 {{- define "connector.validate" -}}
 {{- $v := .Values }}
-{{- if and (not $v.secrets.existingSecret) (or (not $v.secrets.platformApiKey) (not $v.secrets.platformApiSecret)) }}
+{{- if and (not $v.secrets.existingSecret) (not $v.secrets.platform.secretName) (or (not $v.secrets.platformApiKey) (not $v.secrets.platformApiSecret)) }}
 {{- fail "8x8 credentials are missing: set secrets.existingSecret to a Secret holding them, or secrets.platformApiKey and secrets.platformApiSecret" }}
 {{- end }}
 {{- if include "connector.sasl" . }}
 {{- if not $v.config.kafka.saslUsername }}
 {{- fail (printf "config.kafka.saslUsername is required with config.kafka.securityProtocol=%s" $v.config.kafka.securityProtocol) }}
 {{- end }}
-{{- if and (not $v.secrets.existingSecret) (not $v.secrets.kafkaSaslPassword) }}
-{{- fail (printf "secrets.kafkaSaslPassword (or secrets.existingSecret) is required with config.kafka.securityProtocol=%s" $v.config.kafka.securityProtocol) }}
+{{- if and (not $v.secrets.existingSecret) (not $v.secrets.kafkaSasl.secretName) (not $v.secrets.kafkaSaslPassword) }}
+{{- fail (printf "secrets.kafkaSaslPassword (or secrets.existingSecret, or secrets.kafkaSasl.secretName) is required with config.kafka.securityProtocol=%s" $v.config.kafka.securityProtocol) }}
 {{- end }}
 {{- end }}
 {{- if and $v.config.kafka.tls.secretName (not (include "connector.tls" .)) }}
@@ -86,8 +86,18 @@ to set. Included by every template that needs the values to be consistent.
 {{- if and (or $v.config.kafka.tls.certKey $v.config.kafka.tls.keyKey) (not (and $v.config.kafka.tls.certKey $v.config.kafka.tls.keyKey)) }}
 {{- fail "config.kafka.tls.certKey and config.kafka.tls.keyKey go together (client certificate and its key)" }}
 {{- end }}
-{{- if and (or $v.config.kafka.tls.certKey $v.config.kafka.tls.keyKey) (not $v.config.kafka.tls.secretName) }}
-{{- fail "config.kafka.tls.secretName is required when config.kafka.tls.certKey/keyKey are set" }}
+{{- if and (or $v.config.kafka.tls.certKey $v.config.kafka.tls.keyKey) (not $v.config.kafka.tls.secretName) (not $v.config.kafka.tls.clientSecretName) }}
+{{- fail "config.kafka.tls.secretName (or clientSecretName) is required when config.kafka.tls.certKey/keyKey are set" }}
+{{- end }}
+{{- if and $v.config.kafka.tls.clientSecretName (not (include "connector.tls" .)) }}
+{{- fail (printf "config.kafka.tls.clientSecretName is set but config.kafka.securityProtocol=%s uses no TLS (use SSL or SASL_SSL)" $v.config.kafka.securityProtocol) }}
+{{- end }}
+{{- if and $v.config.kafka.tls.clientSecretName (not $v.config.kafka.tls.certKey) }}
+{{- fail "config.kafka.tls.certKey and keyKey name the client certificate and key in config.kafka.tls.clientSecretName (Strimzi: user.crt, user.key)" }}
+{{- end }}
+{{- $r := $v.config.schemaRegistry.tls }}
+{{- if and (or $r.certKey $r.keyKey) (not (and $r.certKey $r.keyKey $r.secretName)) }}
+{{- fail "config.schemaRegistry.tls.certKey and keyKey go together, with config.schemaRegistry.tls.secretName" }}
 {{- end }}
 {{- if and $v.ingress.enabled $v.ingress.tls.enabled (not $v.ingress.tls.secretName) }}
 {{- fail "ingress.tls.secretName is required when ingress.tls.enabled (the Secret with the certificate of ingress.host)" }}
@@ -127,7 +137,10 @@ CONNECTOR_KAFKA_SSL_CHECK_HOSTNAME: {{ $c.kafka.tls.checkHostname | toString | q
 {{- if and $c.kafka.tls.secretName $c.kafka.tls.caKey }}
 CONNECTOR_KAFKA_SSL_CAFILE: {{ printf "/etc/connector/kafka-tls/%s" $c.kafka.tls.caKey | quote }}
 {{- end }}
-{{- if and $c.kafka.tls.secretName $c.kafka.tls.certKey }}
+{{- if and $c.kafka.tls.clientSecretName $c.kafka.tls.certKey }}
+CONNECTOR_KAFKA_SSL_CERTFILE: {{ printf "/etc/connector/kafka-client-tls/%s" $c.kafka.tls.certKey | quote }}
+CONNECTOR_KAFKA_SSL_KEYFILE: {{ printf "/etc/connector/kafka-client-tls/%s" $c.kafka.tls.keyKey | quote }}
+{{- else if and $c.kafka.tls.secretName $c.kafka.tls.certKey }}
 CONNECTOR_KAFKA_SSL_CERTFILE: {{ printf "/etc/connector/kafka-tls/%s" $c.kafka.tls.certKey | quote }}
 CONNECTOR_KAFKA_SSL_KEYFILE: {{ printf "/etc/connector/kafka-tls/%s" $c.kafka.tls.keyKey | quote }}
 {{- end }}
@@ -139,6 +152,15 @@ CONNECTOR_KAFKA_SESSION_TIMEOUT_S: {{ $c.kafka.sessionTimeoutSeconds | toString 
 CONNECTOR_SCHEMA_REGISTRY_URL: {{ $c.schemaRegistry.url | quote }}
 {{- if $c.schemaRegistry.username }}
 CONNECTOR_SCHEMA_REGISTRY_USERNAME: {{ $c.schemaRegistry.username | quote }}
+{{- end }}
+{{- with $c.schemaRegistry.tls }}
+{{- if and .secretName .caKey }}
+CONNECTOR_SCHEMA_REGISTRY_SSL_CAFILE: {{ printf "/etc/connector/registry-tls/%s" .caKey | quote }}
+{{- end }}
+{{- if and .secretName .certKey }}
+CONNECTOR_SCHEMA_REGISTRY_SSL_CERTFILE: {{ printf "/etc/connector/registry-tls/%s" .certKey | quote }}
+CONNECTOR_SCHEMA_REGISTRY_SSL_KEYFILE: {{ printf "/etc/connector/registry-tls/%s" .keyKey | quote }}
+{{- end }}
 {{- end }}
 CONNECTOR_TOPIC_COMMANDS: {{ $c.topics.commands | quote }}
 CONNECTOR_TOPIC_COMMAND_RESULTS: {{ $c.topics.commandResults | quote }}
@@ -153,6 +175,7 @@ CONNECTOR_WEB_HOST: "0.0.0.0"
 CONNECTOR_WEB_PORT: {{ .Values.webPort | toString | quote }}
 CONNECTOR_ADMIN_PORT: {{ .Values.adminPort | toString | quote }}
 CONNECTOR_LOG_LEVEL: {{ $c.logLevel | quote }}
+CONNECTOR_LOG_FORMAT: {{ $c.logFormat | quote }}
 CONNECTOR_PLATFORM_GENERATION: {{ $c.platform.generation | quote }}
 CONNECTOR_PLATFORM_BASE_URL: {{ $c.platform.baseUrl | quote }}
 CONNECTOR_PLATFORM_REGION: {{ $c.platform.region | quote }}
@@ -171,10 +194,19 @@ missing optional key in an existingSecret is not an error. Argument: the root co
 {{- define "connector.secretFileEnv" -}}
 {{- $dir := include "connector.secretsDir" . }}
 {{- $k := .Values.secrets.keys -}}
+{{- with .Values.secrets.platform }}
+{{- if .secretName }}
+- name: CONNECTOR_PLATFORM_API_KEY_FILE
+  value: {{ printf "/etc/connector/platform/%s" .apiKeyKey | quote }}
+- name: CONNECTOR_PLATFORM_API_SECRET_FILE
+  value: {{ printf "/etc/connector/platform/%s" .apiSecretKey | quote }}
+{{- else }}
 - name: CONNECTOR_PLATFORM_API_KEY_FILE
   value: {{ printf "%s/%s" $dir $k.platformApiKey | quote }}
 - name: CONNECTOR_PLATFORM_API_SECRET_FILE
   value: {{ printf "%s/%s" $dir $k.platformApiSecret | quote }}
+{{- end }}
+{{- end }}
 {{- include "connector.kafkaSecretFileEnv" . }}
 {{- end }}
 
@@ -182,7 +214,10 @@ missing optional key in an existingSecret is not an error. Argument: the root co
 {{- define "connector.kafkaSecretFileEnv" -}}
 {{- $dir := include "connector.secretsDir" . }}
 {{- $k := .Values.secrets.keys }}
-{{- if include "connector.sasl" . }}
+{{- if and (include "connector.sasl" .) .Values.secrets.kafkaSasl.secretName }}
+- name: CONNECTOR_KAFKA_SASL_PASSWORD_FILE
+  value: {{ printf "/etc/connector/kafka-sasl/%s" .Values.secrets.kafkaSasl.passwordKey | quote }}
+{{- else if include "connector.sasl" . }}
 - name: CONNECTOR_KAFKA_SASL_PASSWORD_FILE
   value: {{ printf "%s/%s" $dir $k.kafkaSaslPassword | quote }}
 {{- end }}
@@ -190,7 +225,10 @@ missing optional key in an existingSecret is not an error. Argument: the root co
 - name: CONNECTOR_KAFKA_SSL_KEY_PASSWORD_FILE
   value: {{ printf "%s/%s" $dir $k.kafkaSslKeyPassword | quote }}
 {{- end }}
-{{- if .Values.config.schemaRegistry.username }}
+{{- if and .Values.config.schemaRegistry.username .Values.secrets.schemaRegistry.secretName }}
+- name: CONNECTOR_SCHEMA_REGISTRY_PASSWORD_FILE
+  value: {{ printf "/etc/connector/registry-credentials/%s" .Values.secrets.schemaRegistry.passwordKey | quote }}
+{{- else if .Values.config.schemaRegistry.username }}
 - name: CONNECTOR_SCHEMA_REGISTRY_PASSWORD_FILE
   value: {{ printf "%s/%s" $dir $k.schemaRegistryPassword | quote }}
 {{- end }}
@@ -205,5 +243,64 @@ missing optional key in an existingSecret is not an error. Argument: the root co
 {{- if $value }}
 {{ get $k $field }}: {{ $value | toString | b64enc | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether any credential comes from the shared credentials Secret (existingSecret or the chart's):
+not when each has a Secret of its own. Argument: the root context.
+*/}}
+{{- define "connector.needsSharedSecret" -}}
+{{- if or (not .Values.secrets.platform.secretName) (include "connector.hookNeedsSecret" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+Whether the hook Job needs the credentials Secret: for a Kafka or registry password that has no
+Secret of its own. Argument: the root context.
+*/}}
+{{- define "connector.hookNeedsSecret" -}}
+{{- $v := .Values }}
+{{- if or (and (include "connector.sasl" .) (not $v.secrets.kafkaSasl.secretName)) (and (include "connector.tls" .) $v.config.kafka.tls.keyPasswordInSecret) (and $v.config.schemaRegistry.username (not $v.secrets.schemaRegistry.secretName)) }}true{{ end }}
+{{- end }}
+
+{{/*
+The volumes of the credentials that have a Secret of their own (secrets.platform, kafkaSasl,
+schemaRegistry; config.kafka.tls.clientSecretName; config.schemaRegistry.tls), each mounted under
+/etc/connector/<volume name>. Arguments: ctx (the root context), platform (whether the 8x8 one).
+*/}}
+{{- define "connector.ownSecretVolumes" -}}
+{{- range $name, $secret := include "connector.ownSecrets" . | fromYaml }}
+- name: {{ $name }}
+  secret:
+    secretName: {{ $secret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/* Their mounts, for the volumes of connector.ownSecretVolumes (same arguments). */}}
+{{- define "connector.ownSecretMounts" -}}
+{{- range $name, $secret := include "connector.ownSecrets" . | fromYaml }}
+- name: {{ $name }}
+  mountPath: /etc/connector/{{ $name }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "connector.ownSecrets" -}}
+{{- $v := .ctx.Values }}
+{{- if and .platform $v.secrets.platform.secretName }}
+platform: {{ $v.secrets.platform.secretName | quote }}
+{{- end }}
+{{- if and (include "connector.sasl" .ctx) $v.secrets.kafkaSasl.secretName }}
+kafka-sasl: {{ $v.secrets.kafkaSasl.secretName | quote }}
+{{- end }}
+{{- if and $v.config.schemaRegistry.username $v.secrets.schemaRegistry.secretName }}
+registry-credentials: {{ $v.secrets.schemaRegistry.secretName | quote }}
+{{- end }}
+{{- if and (include "connector.tls" .ctx) $v.config.kafka.tls.clientSecretName }}
+kafka-client-tls: {{ $v.config.kafka.tls.clientSecretName | quote }}
+{{- end }}
+{{- if $v.config.schemaRegistry.tls.secretName }}
+registry-tls: {{ $v.config.schemaRegistry.tls.secretName | quote }}
 {{- end }}
 {{- end }}
