@@ -26,7 +26,11 @@ logger = logging.getLogger(__name__)
 TABLE_ENTRIES = Gauge("connector_table_entries", "Entries in a table held by this worker.", ["table"])
 LANES_BUFFERED = Gauge("connector_command_lanes_buffered", "Commands accepted by the lanes and not finished.")
 LANES_ACTIVE = Gauge("connector_command_lanes_active", "Conversation refs with commands in their lane.")
-CONVERSATIONS = Gauge("connector_conversations", "Conversations in the partitions this worker owns, by status.", ["status"])
+CONVERSATIONS = Gauge(
+    "connector_conversations",
+    "Conversations in the table partitions this worker holds (memory:// tables: standby copies too), by status.",
+    ["status"],
+)
 
 
 def install(connector: Connector) -> None:
@@ -79,7 +83,7 @@ def install(connector: Connector) -> None:
         TABLE_ENTRIES.labels("refs").set(len(connector.refs))
         LANES_BUFFERED.set(processor.lanes.buffered)
         LANES_ACTIVE.set(processor.lanes.active)
-        by_status = _owned_by_status(connector)
+        by_status = Counter(value["status"] for value in connector.conversations.values() if value)
         for status in Status:
             CONVERSATIONS.labels(status.value).set(by_status[status.value])
 
@@ -95,15 +99,3 @@ def install(connector: Connector) -> None:
         @app.timer(interval=max(1.0, min(auto_end_s / 4, 30.0)))
         async def auto_end() -> None:
             await processor.auto_end.publish_due()
-
-
-def _owned_by_status(connector: Connector) -> Counter[str]:
-    """The conversations of the partitions this worker owns (not its standby copies), counted by status."""
-    app = connector.app
-    owned = compat.active_partitions(app)
-    topic = connector.commands.get_topic_name()
-    return Counter(
-        value["status"]
-        for ref, value in list(connector.conversations.items())
-        if value and compat.key_partition(app, topic, ref.encode()) in owned
-    )
