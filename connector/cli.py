@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from connector.config import ConfigError, Generation, Settings, load_settings
@@ -262,13 +264,45 @@ def send_start(
 @send_app.command("message")
 def send_message(
     ref: str = typer.Option(..., "--ref"),
-    text: str = typer.Option(..., "--text"),
+    text: str = typer.Option("", "--text", help="The message text (may be empty with --attach)."),
+    attach: list[Path] = typer.Option(
+        [], "--attach", exists=True, dir_okay=False, readable=True, help="A file to send with it (Chat Gateway); repeatable."
+    ),
     bot: bool = typer.Option(False, "--bot", help="Send as a bot message instead of the customer."),
     wait: bool = _WAIT,
     timeout: float = _TIMEOUT,
 ) -> None:
     """Send a customer (or bot) message into the conversation."""
-    _send(lambda publisher: [publisher.message(ref, text, author_type="BOT" if bot else "USER")], wait, timeout)
+    from connector.client import Attachment
+
+    if not text and not attach:
+        typer.echo("error: give --text, --attach, or both", err=True)
+        raise typer.Exit(2)
+    files = [Attachment.from_path(path) for path in attach]
+    author_type = "BOT" if bot else "USER"
+    _send(lambda publisher: [publisher.message(ref, text, author_type=author_type, attachments=files)], wait, timeout)
+
+
+@send_app.command("typing")
+def send_typing(
+    ref: str = typer.Option(..., "--ref"),
+    on: bool = typer.Option(True, "--on/--off", help="The customer is typing (--on) or stopped (--off)."),
+    wait: bool = _WAIT,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """Show the agent that the customer is typing (Chat Gateway)."""
+    _send(lambda publisher: [publisher.typing(ref, active=on)], wait, timeout)
+
+
+@send_app.command("read")
+def send_read(
+    ref: str = typer.Option(..., "--ref"),
+    message_id: str = typer.Option(..., "--message-id", help="The last message read (a ChatEvent's message_id)."),
+    wait: bool = _WAIT,
+    timeout: float = _TIMEOUT,
+) -> None:
+    """Send a read receipt for every message up to this one (Chat Gateway)."""
+    _send(lambda publisher: [publisher.mark_read(ref, message_id)], wait, timeout)
 
 
 @send_app.command("end")

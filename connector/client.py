@@ -25,9 +25,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
+import mimetypes
+import os
+import pathlib
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -38,12 +42,29 @@ from connector.kafka_errors import KafkaAccessError, check, describe, probe
 from connector.schemas import AvroCodec, SchemaError, plain
 from connector.topics import assign_all
 
-__all__ = ["AsyncCommandPublisher", "CommandPublisher", "CommandResult", "PublishError", "ResultWatcher", "Started"]
+__all__ = ["AsyncCommandPublisher", "Attachment", "CommandPublisher", "CommandResult", "PublishError", "ResultWatcher", "Started"]
 
 _NAMESPACE = "io.kafka8x8.chat"
 # How long one command may take to be acknowledged, and to find the brokers at all.
 _DELIVERY_TIMEOUT_MS = 30_000
 _MAX_BLOCK_MS = 15_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    """A file for a SendMessage (Chat Gateway): its bytes, or a URL the connector fetches them from."""
+
+    file_name: str
+    content_type: str
+    data: bytes | None = None
+    url: str | None = None
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> Attachment:
+        """The file at `path`, its type guessed from its name."""
+        path = pathlib.Path(path)
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return cls(path.name, content_type, data=path.read_bytes())
 
 
 class PublishError(Exception):
@@ -72,7 +93,7 @@ class CommandResult:
 
     command_id: str
     conversation_ref: str
-    command_type: str  # START_CONVERSATION, SEND_MESSAGE, END_CONVERSATION, FETCH_TRANSCRIPT or UNKNOWN
+    command_type: str  # START_CONVERSATION, SEND_MESSAGE, END_CONVERSATION, FETCH_TRANSCRIPT, SET_TYPING, MARK_READ or UNKNOWN
     status: str  # SUCCEEDED or FAILED
     processed_at: datetime.datetime
     conversation_id: str | None = None
@@ -152,9 +173,27 @@ class CommandPublisher:
         started = self.publish(ref, "StartConversation", body, command_id)
         return Started(started, self.message(ref, text) if text is not None else None)
 
-    def message(self, ref: str, text: str, *, author_type: str = "USER", command_id: str | None = None) -> str:
-        """SendMessage from the customer ("USER") or a bot ("BOT")."""
-        return self.publish(ref, "SendMessage", _message_body(text, author_type), command_id)
+    def message(
+        self,
+        ref: str,
+        text: str,
+        *,
+        author_type: str = "USER",
+        attachments: Sequence[Attachment] = (),
+        cards: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        command_id: str | None = None,
+    ) -> str:
+        """SendMessage from the customer ("USER") or a bot ("BOT"); Chat Gateway: with files and
+        cards (content type, content)."""
+        return self.publish(ref, "SendMessage", _message_body(text, author_type, attachments, cards), command_id)
+
+    def typing(self, ref: str, *, active: bool = True, author_type: str = "USER", command_id: str | None = None) -> str:
+        """SetTyping (Chat Gateway): the agent sees the customer typing; `active=False` says it stopped."""
+        return self.publish(ref, "SetTyping", {"active": active, "author_type": author_type.upper()}, command_id)
+
+    def mark_read(self, ref: str, message_id: str, *, author_type: str = "USER", command_id: str | None = None) -> str:
+        """MarkRead (Chat Gateway): a read receipt for every message up to `message_id` (a ChatEvent's)."""
+        return self.publish(ref, "MarkRead", {"message_id": message_id, "author_type": author_type.upper()}, command_id)
 
     def end(self, ref: str, *, reason: str | None = None, command_id: str | None = None) -> str:
         """EndConversation: the customer leaves."""
@@ -333,9 +372,27 @@ class AsyncCommandPublisher:
         started = await self.publish(ref, "StartConversation", body, command_id)
         return Started(started, await self.message(ref, text) if text is not None else None)
 
-    async def message(self, ref: str, text: str, *, author_type: str = "USER", command_id: str | None = None) -> str:
-        """SendMessage from the customer ("USER") or a bot ("BOT")."""
-        return await self.publish(ref, "SendMessage", _message_body(text, author_type), command_id)
+    async def message(
+        self,
+        ref: str,
+        text: str,
+        *,
+        author_type: str = "USER",
+        attachments: Sequence[Attachment] = (),
+        cards: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        command_id: str | None = None,
+    ) -> str:
+        """SendMessage from the customer ("USER") or a bot ("BOT"); Chat Gateway: with files and
+        cards (content type, content)."""
+        return await self.publish(ref, "SendMessage", _message_body(text, author_type, attachments, cards), command_id)
+
+    async def typing(self, ref: str, *, active: bool = True, author_type: str = "USER", command_id: str | None = None) -> str:
+        """SetTyping (Chat Gateway): the agent sees the customer typing; `active=False` says it stopped."""
+        return await self.publish(ref, "SetTyping", {"active": active, "author_type": author_type.upper()}, command_id)
+
+    async def mark_read(self, ref: str, message_id: str, *, author_type: str = "USER", command_id: str | None = None) -> str:
+        """MarkRead (Chat Gateway): a read receipt for every message up to `message_id` (a ChatEvent's)."""
+        return await self.publish(ref, "MarkRead", {"message_id": message_id, "author_type": author_type.upper()}, command_id)
 
     async def end(self, ref: str, *, reason: str | None = None, command_id: str | None = None) -> str:
         """EndConversation: the customer leaves."""
@@ -422,8 +479,15 @@ def _start_body(
     }
 
 
-def _message_body(text: str, author_type: str) -> dict[str, Any]:
-    return {"text": text, "author_type": author_type.upper()}
+def _message_body(
+    text: str, author_type: str, attachments: Sequence[Attachment] = (), cards: Sequence[tuple[str, Mapping[str, Any]]] = ()
+) -> dict[str, Any]:
+    return {
+        "text": text,
+        "author_type": author_type.upper(),
+        "attachments": [dataclasses.asdict(attachment) for attachment in attachments],
+        "cards": [{"content_type": kind, "content_json": json.dumps(content)} for kind, content in cards],
+    }
 
 
 def _encode(codec: AvroCodec, ref: str, kind: str, body: Mapping[str, Any], command_id: str | None) -> tuple[str, bytes]:

@@ -5,13 +5,16 @@ Pure functions only, so the command agent's decisions are tested without Kafka.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from connector.eightbyeight import InvalidCommand, NewConversation
+from connector.eightbyeight import Card, File, InvalidCommand, NewConversation, Platform
+from connector.eightbyeight.base import ATTACHMENTS, CARDS, READ_RECEIPTS, TYPING
 from connector.status import CommandKind, Conversation, Status, check_command
 
-__all__ = ["Command", "new_conversation", "parse_command", "refusal"]
+__all__ = ["Command", "Message", "message_of", "new_conversation", "parse_command", "refusal", "unsupported"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,58 @@ def refusal(command: Command, existing: Conversation | None) -> tuple[str, str] 
     return None if resuming else check_command(existing, command.kind)
 
 
+def unsupported(command: Command, platform: Platform) -> tuple[str, str] | None:
+    """UNSUPPORTED_BY_GENERATION when the command needs what the configured 8x8 generation does not have."""
+    missing = [feature for feature in _needs(command) if feature not in platform.features]
+    if not missing:
+        return None
+    return "UNSUPPORTED_BY_GENERATION", f"{platform.generation} has no {' and no '.join(missing)}; nothing was sent to 8x8"
+
+
+@dataclass(frozen=True)
+class Message:
+    """What a SendMessage sends: text, author, the files it carries, those to fetch first (name, type, URL), cards."""
+
+    text: str
+    author_type: str
+    files: tuple[File, ...] = ()
+    to_fetch: tuple[tuple[str, str, str], ...] = ()
+    cards: tuple[Card, ...] = ()
+
+
+def message_of(command: Command, max_file_bytes: int) -> Message:
+    """The message of a SendMessage command; InvalidCommand names the attachment or card that is wrong."""
+    body = command.body
+    files: list[File] = []
+    to_fetch: list[tuple[str, str, str]] = []
+    for index, attachment in enumerate(body.get("attachments") or ()):
+        where = f"attachments[{index}]"
+        name, content_type, data, url = (attachment.get(k) for k in ("file_name", "content_type", "data", "url"))
+        if not name or not content_type:
+            raise InvalidCommand(f"{where}: file_name and content_type may not be empty")
+        if (data is None) == (url is None):
+            raise InvalidCommand(f"{where}: give the file's data or its url, not both, not neither")
+        if data is not None:
+            if len(data) > max_file_bytes:
+                raise InvalidCommand(f"{where}: {len(data)} bytes; CONNECTOR_COMMAND_ATTACHMENT_MAX_BYTES is {max_file_bytes}")
+            files.append(File(name, content_type, data))
+        elif urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise InvalidCommand(f"{where}: url {url!r} is not an http(s) URL")
+        else:
+            to_fetch.append((name, content_type, url))
+    cards: list[Card] = []
+    for index, card in enumerate(body.get("cards") or ()):
+        try:
+            content = json.loads(card["content_json"])
+        except ValueError as exc:
+            raise InvalidCommand(f"cards[{index}].content_json is not JSON: {exc}") from None
+        if not isinstance(content, dict):
+            raise InvalidCommand(f"cards[{index}].content_json is not a JSON object")
+        cards.append(Card(card["content_type"], content))
+    author_type = body.get("author_type", "USER").lower()
+    return Message(body["text"], author_type, tuple(files), tuple(to_fetch), tuple(cards))
+
+
 def new_conversation(command: Command, default_channel: str) -> NewConversation:
     """The create request of a StartConversation command."""
     customer = command.body["customer"]
@@ -83,4 +138,17 @@ _KINDS = {
     "SendMessage": CommandKind.SEND_MESSAGE,
     "EndConversation": CommandKind.END_CONVERSATION,
     "FetchTranscript": CommandKind.FETCH_TRANSCRIPT,
+    "SetTyping": CommandKind.SET_TYPING,
+    "MarkRead": CommandKind.MARK_READ,
 }
+
+
+def _needs(command: Command) -> list[str]:
+    """The features of `Platform.features` a command needs."""
+    if command.kind is CommandKind.SET_TYPING:
+        return [TYPING]
+    if command.kind is CommandKind.MARK_READ:
+        return [READ_RECEIPTS]
+    if command.kind is CommandKind.SEND_MESSAGE:
+        return [feature for feature, key in ((ATTACHMENTS, "attachments"), (CARDS, "cards")) if command.body.get(key)]
+    return []

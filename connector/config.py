@@ -294,6 +294,11 @@ class Settings(BaseSettings):
     command_transcript_on_end: bool = Field(
         True, description="Publish a ConversationTranscript when a conversation ends."
     )
+    command_attachment_max_bytes: int = Field(
+        10_485_760,
+        ge=1,
+        description="Chat Gateway: the largest file a SendMessage may carry, or have fetched from its url, bytes.",
+    )
     command_revoke_grace_s: float = Field(
         15.0,
         gt=0,

@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 import faust
 from prometheus_client import Counter
 
-from connector import results, status, tracing, transcripts
+from connector import attachments, results, status, tracing, transcripts
+from connector.attachments import AttachmentUnavailable
 from connector.app import Connector
 from connector.auto_end import AUTO_END_PREFIX, AutoEnd
-from connector.command import Command, new_conversation, refusal
-from connector.eightbyeight import InvalidCommand, Platform, PlatformError, ReadBack, RetryPolicy, retrying
+from connector.command import Command, message_of, new_conversation, refusal, unsupported
+from connector.eightbyeight import File, InvalidCommand, Platform, PlatformError, ReadBack, RetryPolicy, retrying
 from connector.lanes import Ticket
 from connector.ownership import Ownership, Revoked
 from connector.published import PublishedResults
@@ -86,7 +87,7 @@ class CommandRunner:
             if not self.auto_end.due(existing):
                 await self._refuse(job, existing, "AUTO_END_CANCELLED", "the agent came back or the customer wrote: not ended")
                 return
-        refused = refusal(command, existing)
+        refused = unsupported(command, self.platform) or refusal(command, existing)
         if refused is not None:
             await self._refuse(job, existing, *refused)
             return
@@ -99,6 +100,14 @@ class CommandRunner:
         elif command.kind is CommandKind.END_CONVERSATION:
             if await self._call(job, existing.conversation_id, self.platform.end) and self.settings.command_transcript_on_end:
                 await self._ended_transcript(job, existing.conversation_id)
+        elif command.kind is CommandKind.SET_TYPING:
+            author_type = command.body.get("author_type", "USER").lower()
+            # A stop needs no call: 8x8's indicator lapses by itself, and a message ends it.
+            typing = (lambda cid: self.platform.typing(cid, author_type)) if command.body.get("active", True) else None
+            await self._call(job, existing.conversation_id, typing)
+        elif command.kind is CommandKind.MARK_READ:
+            author_type, message_id = command.body.get("author_type", "USER").lower(), command.body["message_id"]
+            await self._call(job, existing.conversation_id, lambda cid: self.platform.mark_read(cid, message_id, author_type))
         else:
             await self._fetch_transcript(job, existing.conversation_id)
 
@@ -186,7 +195,16 @@ class CommandRunner:
         """SendMessage: 8x8 honours no idempotency key, so the intent is stored before the call, and a replay
         that finds it without an outcome looks for the message on 8x8 before sending it again."""
         command = job.command
-        text, author_type = command.body["text"], command.body.get("author_type", "USER").lower()
+        try:
+            message = message_of(command, self.settings.command_attachment_max_bytes)
+            files = message.files + tuple([await self._fetch(*item) for item in message.to_fetch])
+        except InvalidCommand as exc:
+            await self._refuse(job, existing, "INVALID_COMMAND", str(exc))
+            return
+        except AttachmentUnavailable as exc:
+            await self._refuse(job, existing, "ATTACHMENT_UNAVAILABLE", str(exc))
+            return
+        text, author_type, cards = message.text, message.author_type, message.cards
         conversation_id = existing.conversation_id
         assert conversation_id is not None
         if existing.sending == command.command_id and existing.sending_at is not None:
@@ -204,7 +222,12 @@ class CommandRunner:
         else:
             now = now_ms()
             await self._write(job, lambda current: dataclasses.replace(current, sending=command.command_id, sending_at=now))
-        await self._call(job, conversation_id, lambda cid: self.platform.send(cid, text, author_type))
+        await self._call(job, conversation_id, lambda cid: self.platform.send(cid, text, author_type, files=files, cards=cards))
+
+    async def _fetch(self, name: str, content_type: str, url: str) -> File:
+        return await attachments.fetch(
+            name, content_type, url, max_bytes=self.settings.command_attachment_max_bytes, timeout_s=self.settings.platform_timeout_s
+        )
 
     async def _was_sent(self, conversation_id: str, text: str, author_type: str, since_ms: int) -> bool:
         """Whether 8x8 holds a message of `author_type` with `text` created since the intent (less clock skew)."""

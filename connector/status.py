@@ -38,6 +38,8 @@ class CommandKind(str, enum.Enum):
     SEND_MESSAGE = "SEND_MESSAGE"
     END_CONVERSATION = "END_CONVERSATION"
     FETCH_TRANSCRIPT = "FETCH_TRANSCRIPT"
+    SET_TYPING = "SET_TYPING"
+    MARK_READ = "MARK_READ"
 
 
 @dataclass(frozen=True)
