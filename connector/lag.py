@@ -24,6 +24,7 @@ from aiokafka.structs import TopicPartition
 from mode import Service
 from prometheus_client import Gauge
 
+from connector.app import Connector
 from connector.config import Settings
 
 __all__ = ["LAG", "LagMonitor", "install"]
@@ -116,12 +117,10 @@ class LagMonitor(Service):
         return self._clients
 
 
-def install(connector: Any) -> None:
+def install(connector: Connector) -> None:
     """Measure the lag on the topics the worker's agents read, while the app runs."""
     settings = connector.settings
-    monitor = LagMonitor(settings, [settings.topic_commands, settings.topic_webhooks_raw])
-    connector.extras["lag"] = monitor
-    connector.app.add_dependency(monitor)
+    connector.app.add_dependency(LagMonitor(settings, [settings.topic_commands, settings.topic_webhooks_raw]))
 
 
 async def _close(consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> None:
