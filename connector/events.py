@@ -1,8 +1,9 @@
-"""8x8 webhook events into `ChatEvent` records: the pure normaliser, the event agent and the status agent.
+"""8x8 webhook events into `ChatEvent` records (`connector.normalise`): the event agent and the status agent.
 
 The event agent reads chat.webhooks.raw (key: 8x8 conversation id). It learns `refs[id] = ref` from
-the REF_MAPPING records the command agent writes there, drops retried duplicates by event id,
-holds events whose ref is not known yet, and publishes each event once to chat.events keyed by ref.
+the REF_MAPPING records the command agent writes there, drops retried duplicates by event id and
+Chat Gateway's echoes of the connector's own messages, holds events whose ref is not known yet,
+and publishes each event once to chat.events keyed by ref.
 The status agent reads chat.events (key: ref) and moves `conversations[ref]` along the status
 machine. Both agents log, count and skip what they cannot read; they never stop on bad input.
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import json
 import logging
 import time
 from typing import Any
@@ -39,13 +39,13 @@ from prometheus_client import Counter, Gauge
 
 from connector import _faust_compat as compat
 from connector.app import HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE, table
-from connector.config import Generation
 from connector.retention import REF_EXPIRED
 from connector.schemas import SchemaError
 from connector.status import Conversation, after_event
-from connector.webhook import event_id_of, event_key
+from connector.normalise import is_echo, normalise, parse
+from connector.webhook import event_id_of
 
-__all__ = ["NormaliseError", "event_id_of", "event_key", "install", "normalise"]
+__all__ = ["install"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,9 @@ EVENTS_PUBLISHED = Counter(
 EVENTS_DUPLICATE = Counter("connector_events_duplicates_total", "Webhook events dropped as retried duplicates.")
 EVENTS_UNREADABLE = Counter(
     "connector_events_unreadable_total", "Records skipped because they could not be decoded.", ["topic"]
+)
+EVENTS_ECHOES = Counter(
+    "connector_events_echoes_total", "Chat Gateway echoes of the connector's own messages, dropped."
 )
 EVENTS_UNMAPPED = Counter(
     "connector_events_unmapped_total",
@@ -67,52 +70,6 @@ EVENTS_REMAPPED = Counter(
 EVENTS_HELD = Gauge("connector_events_held", "Events held by this worker, waiting for their conversation ref.")
 STATUS_UPDATES = Counter("connector_status_updates_total", "Conversation status changes made by chat events.")
 
-V2 = Generation.CHAT_API_V2.value
-
-
-class NormaliseError(ValueError):
-    """A webhook body that is not a JSON object."""
-
-
-def normalise(
-    body: bytes,
-    *,
-    generation: str,
-    event_id: str,
-    received_at: int,
-    tenant_id: str | None = None,
-    conversation_ref: str | None = None,
-) -> dict[str, Any]:
-    """The ChatEvent record of one webhook body of either generation (pure; unknown types are UNKNOWN)."""
-    try:
-        event = json.loads(body)
-    except ValueError as exc:
-        raise NormaliseError(f"body is not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise NormaliseError("body is not a JSON object")
-    raw_type = _text(event.get("eventType")) or ""
-    record: dict[str, Any] = {
-        **_NULLS,
-        "event_id": event_id,
-        "event_type": "UNKNOWN",
-        "raw_event_type": raw_type,
-        "generation": generation,
-        "conversation_id": _text(event.get("conversationId")),
-        "conversation_ref": conversation_ref,
-        "timestamp": _millis(event.get("timestamp")) or received_at,
-        "received_at": received_at,
-        "tenant_id": tenant_id,
-        "is_echo": False,
-        "raw_json": body.decode("utf-8", errors="replace"),
-    }
-    data = event.get("data")
-    if generation == V2 or not isinstance(data, dict):
-        record.update(_v2_fields(raw_type, event))
-    else:
-        record.update(_gateway_fields(raw_type, data))
-    return record
-
-
 def install(connector: Any) -> None:
     """Add the event agent, its hold timer and the status agent to the connector's app."""
     agent = _EventAgent(connector, connector.settings)
@@ -120,107 +77,6 @@ def install(connector: Any) -> None:
     app.agent(connector.webhooks_raw, name="connector.events.raw")(agent.run)
     app.timer(1.0, name="connector.events.hold-timer")(agent.release_expired)
     app.agent(connector.events, name="connector.events.status")(_status_agent(connector))
-
-
-# --- normalisation -------------------------------------------------------------------------------
-
-# Every optional ChatEvent field, so that each record names all of them.
-_NULLS = dict.fromkeys(
-    (
-        "agent_id", "agent_name", "queue_id", "queue_name", "text", "sender_id", "sender_type", "member_type",
-        "member_change", "attachments_json", "cards_json", "activity_name", "activity_value_json",
-        "conversation_state", "assignment_type", "assignment_id", "assignment_resource_id",
-    )
-)
-
-
-def _v2_fields(raw_type: str, event: dict[str, Any]) -> dict[str, Any]:
-    agent = {"agent_id": _text(event.get("agentId")), "agent_name": _text(event.get("agentName"))}
-    if raw_type == "QUEUED":
-        return {"event_type": "QUEUED", "queue_id": _text(event.get("queueId")), "queue_name": _text(event.get("queueName"))}
-    if raw_type in ("AGENT_JOINED", "AGENT_LEFT"):
-        return {"event_type": raw_type, **agent}
-    if raw_type == "TRANSFER":
-        return {"event_type": "TRANSFER"}
-    if raw_type == "TEXT":
-        sender_type = (_text(event.get("messageType")) or "agent").lower()
-        return {
-            "event_type": "MESSAGE",
-            "text": _text(event.get("message")),
-            "sender_type": sender_type,
-            "sender_id": agent["agent_id"],
-            **agent,
-        }
-    return {}
-
-
-def _gateway_fields(raw_type: str, data: dict[str, Any]) -> dict[str, Any]:
-    if raw_type == "QUEUED":
-        return {"event_type": "QUEUED", "queue_id": _text(data.get("queueId")), "queue_name": _text(data.get("queueName"))}
-    if raw_type == "MEMBERS_CHANGED":
-        member_type, change = _text(data.get("memberType")), _text(data.get("change"))
-        fields = {"event_type": "MEMBERS_CHANGED", "member_type": member_type, "member_change": change}
-        if member_type == "agent" and change in ("joined", "left"):
-            fields.update(event_type="AGENT_JOINED" if change == "joined" else "AGENT_LEFT", agent_id=_text(data.get("id")))
-        return fields
-    if raw_type == "TRANSFER":
-        return {"event_type": "TRANSFER"}
-    if raw_type == "MESSAGE":
-        sender = data.get("sender") if isinstance(data.get("sender"), dict) else {}
-        sender_type = _text(sender.get("type"))
-        return {
-            "event_type": "MESSAGE",
-            "text": _text(data.get("text")),
-            "sender_id": _text(sender.get("id")),
-            "sender_type": sender_type,
-            "agent_id": _text(sender.get("id")) if sender_type == "agent" else None,
-            "is_echo": data.get("isEcho") is True,
-            "attachments_json": _json_or_none(data.get("attachments")),
-            "cards_json": _json_or_none(data.get("cards")),
-        }
-    if raw_type == "CONVERSATION_UPDATE":
-        assignment = data.get("assignment") if isinstance(data.get("assignment"), dict) else {}
-        return {
-            "event_type": "CONVERSATION_UPDATE",
-            "conversation_state": _text(data.get("state")),
-            "assignment_type": _text(assignment.get("type")),
-            "assignment_id": _text(assignment.get("id")),
-            "assignment_resource_id": _text(assignment.get("resourceId")),
-        }
-    if raw_type == "ACTIVITY":
-        return {
-            "event_type": "ACTIVITY",
-            "activity_name": _text(data.get("name")),
-            "activity_value_json": _json_or_none(data.get("value")),
-        }
-    return {}
-
-
-def _text(value: Any) -> str | None:
-    """Strings as they are, numbers as their text (8x8 ids are sometimes numeric), anything else None."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _json_or_none(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _millis(value: Any) -> int | None:
-    """8x8 timestamps are epoch milliseconds; ISO-8601 text is accepted too."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        from datetime import datetime
-
-        try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-        except ValueError:
-            return None
-    return None
 
 
 # --- the event agent -----------------------------------------------------------------------------
@@ -350,8 +206,11 @@ class _EventAgent:
         """Publish one event, wait for Kafka's ack, then remember its id (in this order: never lost)."""
         event_id = event_id_of(raw["headers"], raw["body"])
         try:
+            event = parse(raw["body"])
+            echo = is_echo(event)
             record = normalise(
-                raw["body"],
+                event,
+                raw["body"].decode("utf-8", errors="replace"),
                 generation=raw["generation"],
                 event_id=event_id,
                 received_at=_millis_of(raw["received_at"]),
@@ -362,6 +221,10 @@ class _EventAgent:
         except Exception as exc:  # a body the edge let through but the schema cannot carry: skip, loudly
             EVENTS_UNREADABLE.labels(self._connector.settings.topic_webhooks_raw).inc()
             logger.error("skipped webhook event %s: %s: %s", event_id, type(exc).__name__, exc)
+            return
+        if echo:  # 8x8's copy of a message the connector sent itself: nothing the enterprise does not know
+            EVENTS_ECHOES.inc()
+            await self._remember(event_id, partition)
             return
         await _send_until_acked(self._connector.events, (ref or key).encode(), value)
         EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()

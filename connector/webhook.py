@@ -209,12 +209,9 @@ def event_id_of(headers: dict[str, str], body: bytes) -> str:
     return headers.get("x-8x8-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
 
 
-def event_key(body: bytes, event_id: str) -> str:
-    """The chat.webhooks.raw key of a webhook: its 8x8 conversation id, else the event id."""
-    try:
-        conversation_id = json.loads(body).get("conversationId")
-    except (ValueError, AttributeError):
-        conversation_id = None
+def event_key(event: dict[str, Any], event_id: str) -> str:
+    """The chat.webhooks.raw key of a parsed webhook event: its 8x8 conversation id, else the event id."""
+    conversation_id = event.get("conversationId")
     if isinstance(conversation_id, (int, float)) and not isinstance(conversation_id, bool):
         return str(conversation_id)  # 8x8 ids are sometimes numeric
     return conversation_id if isinstance(conversation_id, str) and conversation_id else event_id
@@ -308,7 +305,7 @@ class Edge:
             return 204, {}, "verify"
         await self._codec.start()  # done once; here too, since the public port opens before the producer starts
         event_id = event_id_of(headers, body)
-        key = event_key(body, event_id).encode()
+        key = event_key(event, event_id).encode()
         value = self._codec.encode(
             "RawWebhook",
             {

@@ -113,6 +113,7 @@ class Notifier:
 
     def _message(self, conversation: Conversation, message: Message, *, echo: bool) -> None:
         data = {
+            "id": message.id,
             "isEcho": echo,
             "sender": {"id": message.author_id, "type": message.author_type},
             "text": message.text,

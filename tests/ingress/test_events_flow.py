@@ -28,9 +28,9 @@ EXPECTED = {
         ("QUEUED", "QUEUED", {"queue_id": "101", "queue_name": "Queue 101"}),
         ("AGENT_JOINED", "MEMBERS_CHANGED", {"agent_id": "agent-7", "member_type": "agent", "member_change": "joined"}),
         ("CONVERSATION_UPDATE", "CONVERSATION_UPDATE", {"conversation_state": "active", "assignment_id": "agent-7"}),
-        ("ACTIVITY", "ACTIVITY", {"activity_name": "typing", "activity_value_json": '{"users":["agent-7"]}'}),
-        ("MESSAGE", "MESSAGE", {"text": "Hello, I am Ann", "sender_type": "agent", "is_echo": False}),
-        ("MESSAGE", "MESSAGE", {"text": "thanks", "sender_type": "user", "is_echo": True}),
+        ("ACTIVITY", "ACTIVITY", {"activity_name": "typing", "typing": True, "activity_user_ids": ["agent-7"]}),
+        ("MESSAGE", "MESSAGE", {"text": "Hello, I am Ann", "sender_type": "agent", "is_echo": False, "message_id": "m1"}),
+        # (the echo of the customer's "thanks", a message the connector sent itself, is dropped)
         ("TRANSFER", "TRANSFER", {}),
         ("AGENT_LEFT", "MEMBERS_CHANGED", {"agent_id": "agent-7", "member_change": "left"}),
         ("MEMBERS_CHANGED", "MEMBERS_CHANGED", {"member_type": "user", "member_change": "left"}),

@@ -7,7 +7,8 @@ import json
 import fastavro
 import pytest
 
-from connector.events import NormaliseError, event_id_of, event_key, normalise
+from connector.normalise import NormaliseError, is_echo, normalise, parse
+from connector.webhook import event_id_of, event_key
 from connector.schemas import load_schema
 
 V2, GW = "chat-api-v2", "chat-gateway-v1"
@@ -17,7 +18,9 @@ CHAT_EVENT = fastavro.parse_schema(load_schema("ChatEvent"))
 
 def run(event: dict, generation: str, ref: str | None = "ref-1") -> dict:
     body = json.dumps(event).encode()
-    record = normalise(body, generation=generation, event_id="e1", received_at=RECEIVED, tenant_id="t", conversation_ref=ref)
+    record = normalise(
+        parse(body), body.decode(), generation=generation, event_id="e1", received_at=RECEIVED, tenant_id="t", conversation_ref=ref
+    )
     fastavro.validate(record, CHAT_EVENT, raise_errors=True)
     assert record["raw_json"] == body.decode()
     assert (record["event_id"], record["generation"], record["received_at"]) == ("e1", generation, RECEIVED)
@@ -102,13 +105,24 @@ def test_gateway_agent_message_with_attachments_and_cards():
     subset(record, event_type="MESSAGE", text="Hi", sender_id="a7", sender_type="agent", agent_id="a7", is_echo=False)
     assert json.loads(record["attachments_json"]) == attachments
     assert json.loads(record["cards_json"]) == cards
+    assert record["attachments"] == [{"attachment_id": "f1", "file_name": "a.png", "content_type": "image/png", "url": "https://x/f1"}]
+    assert record["cards"] == [
+        {"card_id": None, "content_type": "application/vnd.microsoft.card.adaptive", "content_json": '{"body":[]}'}
+    ]
 
 
-def test_gateway_echo_of_our_own_message_is_marked_not_lost():
+def test_gateway_message_id_is_kept_for_read_receipts():
+    data = {"id": "m-9", "isEcho": False, "sender": {"id": "a7", "type": "agent"}, "text": "Hi"}
+    subset(run(base("MESSAGE", data=data), GW), message_id="m-9", attachments=[], cards=[])
+
+
+def test_gateway_echo_of_our_own_message_is_recognised():
     data = {"isEcho": True, "sender": {"id": "u1", "type": "user"}, "text": "from us"}
     record = run(base("MESSAGE", data=data), GW)
     subset(record, event_type="MESSAGE", is_echo=True, sender_type="user", sender_id="u1", agent_id=None,
            text="from us", attachments_json=None, cards_json=None)
+    assert is_echo(base("MESSAGE", data=data))
+    assert not is_echo(base("MESSAGE", data={**data, "isEcho": False})) and not is_echo(base("ACTIVITY", data=data))
 
 
 def test_gateway_conversation_update():
@@ -116,7 +130,7 @@ def test_gateway_conversation_update():
             "user": {"name": "Bo"}, "msisdn": "+1", "channel": "ch1"}
     record = run(base("CONVERSATION_UPDATE", data=data), GW)
     subset(record, event_type="CONVERSATION_UPDATE", conversation_state="active", assignment_type="agent",
-           assignment_id="a7", assignment_resource_id="r7")
+           assignment_id="a7", assignment_resource_id="r7", channel_id="ch1", msisdn="+1")
 
 
 def test_gateway_conversation_update_without_assignment():
@@ -133,6 +147,21 @@ def test_gateway_activity(name, value):
     record = run(base("ACTIVITY", data={"name": name, "value": value}), GW)
     subset(record, event_type="ACTIVITY", activity_name=name)
     assert json.loads(record["activity_value_json"]) == value
+
+
+@pytest.mark.parametrize(
+    "name, value, fields",
+    [
+        ("typing", {"users": ["a7"]}, {"typing": True, "activity_user_ids": ["a7"]}),
+        ("typing", {"users": []}, {"typing": False, "activity_user_ids": []}),
+        ("read-receipts", {"users": ["a7"], "readAt": 1_700_000_000_123}, {"read_at": 1_700_000_000_123, "activity_user_ids": ["a7"]}),
+        ("quickReply/action", {"title": "Yes", "data": {"postback": "1"}}, {"action_title": "Yes", "action_data_json": '{"postback":"1"}'}),
+        ("adaptiveCard/action", {"cardId": "k1", "data": {"ok": True}}, {"action_card_id": "k1", "action_data_json": '{"ok":true}'}),
+        ("whatsapp/x", "v", {"typing": None, "read_at": None, "action_data_json": None}),
+    ],
+)
+def test_gateway_activity_fields(name, value, fields):
+    subset(run(base("ACTIVITY", data={"name": name, "value": value}), GW), **fields)
 
 
 def test_gateway_unknown_type_is_kept():
@@ -158,13 +187,13 @@ def test_no_conversation_and_no_type():
 @pytest.mark.parametrize("body", [b"not json", b"[1,2]", b'"text"'])
 def test_non_objects_are_refused(body):
     with pytest.raises(NormaliseError):
-        normalise(body, generation=V2, event_id="e", received_at=RECEIVED)
+        parse(body)
 
 
 def test_key_is_the_conversation_id_else_the_event_id():
-    assert event_key(b'{"conversationId":"c9"}', "e1") == "c9"
-    assert event_key(b'{"eventType":"WEB_HOOK_VERIFY"}', "e1") == "e1"
-    assert event_key(b"[]", "e1") == "e1"
+    assert event_key({"conversationId": "c9"}, "e1") == "c9"
+    assert event_key({"conversationId": 9}, "e1") == "9"
+    assert event_key({"eventType": "WEB_HOOK_VERIFY"}, "e1") == "e1"
 
 
 def test_event_id_is_the_header_else_a_digest_of_the_body():
