@@ -215,14 +215,26 @@ def test_production_secrets_and_tls_are_files(render: Render) -> None:
     assert config["CONNECTOR_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
 
 
+def scaling_of(result: Rendered, kind: str, target: str) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler or PodDisruptionBudget of the workers ("StatefulSet") or of the edge ("Deployment")."""
+    pods = result.one(target)["spec"]["template"]["metadata"]["labels"]
+    if kind == "HorizontalPodAutoscaler":
+        (found,) = [doc for doc in result.kind(kind) if doc["spec"]["scaleTargetRef"]["kind"] == target]
+    else:
+        (found,) = [doc for doc in result.kind(kind) if labels_match(doc["spec"]["selector"]["matchLabels"], pods)]
+    return found
+
+
 def test_production_network_scaling_monitoring(render: Render) -> None:
     result = rendered_ok(render, "production")
     config = result.one("ConfigMap")["data"]
     sts = result.one("StatefulSet")
     pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    edge_labels = result.one("Deployment", "-edge")["spec"]["template"]["metadata"]["labels"]
     web = next(s for s in result.kind("Service") if s["spec"].get("clusterIP") != "None")
     headless = result.one("Service", "-headless")
-    assert labels_match(web["spec"]["selector"], pod_labels)
+    assert labels_match(web["spec"]["selector"], edge_labels) and not labels_match(web["spec"]["selector"], pod_labels), (
+        "webhooks go to the edge, not to the workers")
     assert [(p["name"], p["targetPort"]) for p in web["spec"]["ports"]] == [("http", "http")], "only the webhook port is public"
     assert [(p["name"], p["port"]) for p in headless["spec"]["ports"]] == [("admin", int(config["CONNECTOR_ADMIN_PORT"]))]
 
@@ -235,12 +247,12 @@ def test_production_network_scaling_monitoring(render: Render) -> None:
     assert path["path"] == "/webhooks/8x8", "only the webhook is public"
     assert path["backend"]["service"] == {"name": web["metadata"]["name"], "port": {"name": "http"}}
 
-    hpa = result.one("HorizontalPodAutoscaler")
+    hpa = scaling_of(result, "HorizontalPodAutoscaler", "StatefulSet")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]}
     assert hpa["spec"]["maxReplicas"] <= int(config["CONNECTOR_KAFKA_PARTITIONS"]), "replicas beyond partitions idle"
 
-    pdb = result.one("PodDisruptionBudget")
+    pdb = scaling_of(result, "PodDisruptionBudget", "StatefulSet")
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": sts["spec"]["selector"]["matchLabels"]}}
 
     monitor = result.one("ServiceMonitor")
@@ -254,23 +266,73 @@ def test_production_network_scaling_monitoring(render: Render) -> None:
     assert endpoint["port"] == "admin" and endpoint["path"] == "/metrics"
 
 
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_the_edge_is_a_deployment_of_its_own(render: Render, scenario: str) -> None:
+    result = rendered_ok(render, scenario)
+    deployment, sts = result.one("Deployment", "-edge"), result.one("StatefulSet")
+    edge_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels_match(deployment["spec"]["selector"]["matchLabels"], edge_labels)
+    for selector in (sts["spec"]["selector"]["matchLabels"], result.one("Service", "-headless")["spec"]["selector"],
+                     scaling_of(result, "PodDisruptionBudget", "StatefulSet")["spec"]["selector"]["matchLabels"]):
+        assert not labels_match(selector, edge_labels), "no selector of the workers may take in the edge's pods"
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["edge"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert [p["name"] for p in container["ports"]] == ["http", "admin"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, "a rollout never lowers the edges in rotation"
+    env = {e["name"] for e in container.get("env", [])}
+    assert not {"CONNECTOR_PLATFORM_API_KEY_FILE", "CONNECTOR_PLATFORM_API_SECRET_FILE"} & env
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["automountServiceAccountToken"] is False
+
+    service = result.one("Service", "-edge")
+    assert labels_match(service["spec"]["selector"], edge_labels)
+    hpa = scaling_of(result, "HorizontalPodAutoscaler", "Deployment")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert "replicas" not in deployment["spec"], "the HPA owns the edge's replica count"
+    assert labels_match(scaling_of(result, "PodDisruptionBudget", "Deployment")["spec"]["selector"]["matchLabels"], edge_labels)
+    if result.kind("Ingress"):
+        (rule,) = result.one("Ingress")["spec"]["rules"]
+        assert {path["backend"]["service"]["name"] for path in rule["http"]["paths"]} == {service["metadata"]["name"]}
+
+    fixed = render(DEFAULT, {"edge": {"autoscaling": {"enabled": False}, "replicaCount": 3}})
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.one("Deployment", "-edge")["spec"]["replicas"] == 3
+    assert [h["spec"]["scaleTargetRef"]["kind"] for h in fixed.kind("HorizontalPodAutoscaler")] in ([], ["StatefulSet"])
+
+
 @pytest.mark.parametrize("scenario", ["default", "production"])
 def test_network_policy_admits_the_ingress_to_the_webhook_port_and_only_insiders_to_the_admin_port(
     render: Render, scenario: str
 ) -> None:
     result = rendered_ok(render, scenario)
     pod_labels = result.one("StatefulSet")["spec"]["template"]["metadata"]["labels"]
-    policy = result.one("NetworkPolicy")["spec"]
-    assert labels_match(policy["podSelector"]["matchLabels"], pod_labels)
-    assert policy["policyTypes"] == ["Ingress"]
-    webhook, admin = policy["ingress"]
+    edge_labels = result.one("Deployment", "-edge")["spec"]["template"]["metadata"]["labels"]
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+
+    workers = result.one("NetworkPolicy", "-connector")["spec"]
+    assert labels_match(workers["podSelector"]["matchLabels"], pod_labels)
+    assert not labels_match(workers["podSelector"]["matchLabels"], edge_labels)
+    assert workers["policyTypes"] == ["Ingress"]
+    (admin,) = workers["ingress"]  # the workers take no webhooks
+    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    own, from_monitoring = admin["from"]
+    assert own == {"podSelector": {"matchLabels": result.one("StatefulSet")["spec"]["selector"]["matchLabels"]}}
+    assert from_monitoring == monitoring
+
+    edge = result.one("NetworkPolicy", "-edge")["spec"]
+    assert labels_match(edge["podSelector"]["matchLabels"], edge_labels)
+    assert not labels_match(edge["podSelector"]["matchLabels"], pod_labels)
+    assert edge["policyTypes"] == ["Ingress"]
+    webhook, metrics = edge["ingress"]
     assert webhook["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert webhook["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
                                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}]
-    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
-    own, monitoring = admin["from"]
-    assert own == {"podSelector": {"matchLabels": result.one("StatefulSet")["spec"]["selector"]["matchLabels"]}}
-    assert monitoring == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    assert metrics == {"from": [monitoring], "ports": [{"port": "admin", "protocol": "TCP"}]}
 
 
 def test_workers_join_their_group_as_static_members_by_pod_name(render: Render) -> None:
@@ -329,7 +391,7 @@ def test_chart_managed_secret_and_hook_copy(render: Render) -> None:
     assert {"name": "data", "emptyDir": {}} in pod["volumes"]
     assert "volumeClaimTemplates" not in sts["spec"]
     assert "lifecycle" not in pod["containers"][0]
-    assert result.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    assert scaling_of(result, "PodDisruptionBudget", "StatefulSet")["spec"]["minAvailable"] == 1
     job = result.one("Job", "-topics")
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["credentials"]["secret"]["secretName"] == hook["metadata"]["name"]
@@ -369,7 +431,7 @@ def test_connector_accepts_the_rendered_settings(render: Render, scenario: str, 
 
     result = rendered_ok(render, scenario)
     known = settings_env_names()
-    workloads = [("StatefulSet", "")] + ([("Job", "-topics")] if result.kind("Job") else [])
+    workloads = [("StatefulSet", ""), ("Deployment", "-edge")] + ([("Job", "-topics")] if result.kind("Job") else [])
     for kind, suffix in workloads:
         for env in container_env(result, kind, suffix):
             unknown = sorted(set(env) - known)
@@ -385,6 +447,9 @@ def test_connector_accepts_the_rendered_settings(render: Render, scenario: str, 
             assert settings.web_port == 6066 and settings.admin_port == 6067
             if kind == "StatefulSet":
                 assert settings.platform_api_key.get_secret_value().startswith("dummy-")
+                assert not settings.worker_serve_webhooks, "the edge serves the webhooks"
+            if kind == "Deployment":
+                assert not settings.platform_api_secret.get_secret_value(), "the edge, facing the internet, holds no 8x8 secret"
             if settings.kafka_security_protocol.value.startswith("SASL"):
                 assert settings.kafka_sasl_password.get_secret_value().startswith("dummy-")
 

@@ -26,6 +26,12 @@ app.kubernetes.io/name: {{ include "connector.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The edge's pods: a name of their own, so that no selector of the workers matches them. */}}
+{{- define "connector.edgeSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-edge" (include "connector.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
 {{- define "connector.labels" -}}
 helm.sh/chart: {{ include "connector.chart" . }}
 {{ include "connector.selectorLabels" . }}
