@@ -72,7 +72,7 @@ def test_schema_validation_catches_mistakes(compose: dict[str, Any]) -> None:
 
 
 def test_every_service_has_a_pinned_image_or_a_build(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", "registry", "init", "sandbox", "connector"}
+    assert set(services) == {"kafka", "registry", "init", "sandbox", "edge", "connector"}
     for name, service in services.items():
         assert service.get("image") or service.get("build"), f"{name}: neither image nor build"
         if "build" not in service:
@@ -90,11 +90,12 @@ def test_dependencies_exist_and_wait_for_the_right_state(services: dict[str, dic
             assert target in services, f"{name} depends on unknown service {target}"
             if spec["condition"] == "service_healthy":
                 assert "healthcheck" in services[target], f"{name} waits for {target} to be healthy; it has no healthcheck"
-    init, connector = services["init"], services["connector"]
+    init = services["init"]
     assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert init["depends_on"]["registry"]["condition"] == "service_healthy"
-    assert connector["depends_on"]["init"]["condition"] == "service_completed_successfully"
-    assert "sandbox" in connector["depends_on"]
+    for process in ("edge", "connector"):
+        assert services[process]["depends_on"]["init"]["condition"] == "service_completed_successfully", process
+        assert "sandbox" in services[process]["depends_on"], process
 
 
 def test_kafka_is_single_node_kraft(services: dict[str, dict[str, Any]]) -> None:
@@ -173,16 +174,25 @@ def test_the_services_point_at_each_other(services: dict[str, dict[str, Any]], c
     assert settings.platform_api_key.get_secret_value() == accepted["api_key"]
     assert settings.platform_api_secret.get_secret_value() == accepted["api_secret"]
 
-    # Webhooks: the sandbox posts to the worker's web port, on the webhook path
+    # Webhooks: the sandbox posts to the edge's web port, on the webhook path; the worker takes none
+    edge = services["edge"]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env_of(edge).items():
+            patch.setenv(key, value)
+        edge_settings = load_settings()
     webhook = urlsplit(sandbox[sandbox.index("--webhook-url") + 1])
-    assert (webhook.hostname, webhook.port, webhook.path) == ("connector", settings.web_port, "/webhooks/8x8")
+    assert (webhook.hostname, webhook.port, webhook.path) == ("edge", edge_settings.web_port, "/webhooks/8x8")
+    assert command_of(edge) == ["edge"] and not settings.worker_serve_webhooks
+    assert f"{edge_settings.web_port}:{edge_settings.web_port}" in edge["ports"]
+    assert all(not port.endswith(f":{edge_settings.admin_port}") or port.startswith("127.0.0.1:") for port in edge["ports"]), (
+        "internal port: this host only")
+    assert f"127.0.0.1:{edge_settings.web_port}/readyz" in " ".join(edge["healthcheck"]["test"])
 
-    # The worker: rocksdb state on a volume, its web port published, health on /healthz
+    # The worker: rocksdb state on a volume, only its admin port published (this host), health on /healthz
     assert command_of(worker) == ["worker"]
     assert settings.table_store == "rocksdb://"
     assert any(volume.endswith(f":{settings.data_dir}") for volume in worker["volumes"])
-    assert f"{settings.web_port}:{settings.web_port}" in worker["ports"]
-    assert f"127.0.0.1:{settings.admin_port}:{settings.admin_port}" in worker["ports"], "internal port: this host only"
+    assert worker["ports"] == [f"127.0.0.1:{settings.admin_port}:{settings.admin_port}"], "internal port: this host only"
     health = " ".join(worker["healthcheck"]["test"])
     assert f"127.0.0.1:{settings.web_port}/healthz" in health and "urllib" in health
 
@@ -204,6 +214,7 @@ def test_the_commands_the_deployments_run_exist() -> None:
         return command
 
     find("worker")
+    find("edge")
     find("topics", "create")
     find("schemas", "register")
     sandbox = find("sandbox")
