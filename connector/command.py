@@ -48,12 +48,14 @@ def refusal(command: Command, existing: Conversation | None) -> tuple[str, str] 
     """Why `command` is refused now (error code, reason), None when it runs.
 
     The status machine's rule, except for a start whose create never got an 8x8 id (a crash or an
-    unknown outcome): that one resumes, looking the conversation up before creating it.
+    unknown outcome): that one resumes, looking the conversation up before creating it. Its status
+    may have moved on from CREATING meanwhile: the conversation's events reach the table too, and
+    after a crash between the create and its result they are read again.
     """
     resuming = (
         command.kind is CommandKind.START_CONVERSATION
         and existing is not None
-        and existing.status is Status.CREATING
+        and existing.status not in (Status.ENDED, Status.FAILED)
         and existing.conversation_id is None
     )
     return None if resuming else check_command(existing, command.kind)

@@ -147,6 +147,9 @@ class CommandRunner:
             updated_at=now,
             recent_commands=existing.recent_commands if existing else {},
         )
+        if unsure and existing is not None and existing.status is not Status.FAILED:
+            # The conversation's events may have moved the entry on since that create: keep what they said.
+            creating = dataclasses.replace(existing, updated_at=now)
         # Durable before the call: after a crash the table must say a create may have happened.
         await self._write(job, lambda current: creating)
 

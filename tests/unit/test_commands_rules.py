@@ -84,6 +84,10 @@ def test_a_start_whose_create_got_no_id_resumes() -> None:
     start = Command("c-1", "r", CommandKind.START_CONVERSATION, {})
     assert refusal(start, Conversation(ref="r", status=Status.CREATING)) is None
     assert refusal(start, Conversation(ref="r", status=Status.CREATING, conversation_id="x"))[0] == "ALREADY_ACTIVE"
+    # Its events may have moved it on already (read again after a crash between the create and its result).
+    assert refusal(start, Conversation(ref="r", status=Status.QUEUED)) is None
+    assert refusal(start, Conversation(ref="r", status=Status.AGENT_JOINED)) is None
+    assert refusal(start, Conversation(ref="r", status=Status.QUEUED, conversation_id="x"))[0] == "ALREADY_ACTIVE"
 
 
 def test_remembered_results_are_compact_and_complete_again() -> None:

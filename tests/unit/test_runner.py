@@ -92,6 +92,21 @@ async def test_a_start_replayed_after_a_crash_mid_create_looks_the_conversation_
     assert Conversation.from_dict(worker.table["r1"]).status is Status.QUEUED
 
 
+async def test_a_start_replayed_after_its_events_moved_the_entry_on_looks_the_conversation_up_and_keeps_them(worker: Worker) -> None:
+    """A crash between the create and the start's result; the conversation's events, read again by the next
+    owner, moved the CREATING entry on before the start comes again."""
+    worker.table["r1"] = Conversation(
+        ref="r1", status=Status.AGENT_JOINED, agent_id="a-1", created_at=now_ms() - 5_000
+    ).to_dict()
+    worker.platform.by_ref["r1"] = "cid-9"  # created before the crash
+    await worker.run(start("c1", "r1"))
+    assert [name for name, _ in worker.platform.calls] == ["find_by_ref"]
+    answer = worker.result_of("c1")
+    assert (answer["status"], answer["conversation_id"]) == ("SUCCEEDED", "cid-9")
+    stored = Conversation.from_dict(worker.table["r1"])
+    assert (stored.status, stored.agent_id, stored.conversation_id) == (Status.AGENT_JOINED, "a-1", "cid-9")
+
+
 async def test_a_send_stores_its_intent_before_the_call_and_settles_it_after(worker: Worker) -> None:
     await worker.run(start("c1", "r1"))
     worker.platform.gate["send"] = gate = asyncio.Event()
