@@ -252,6 +252,25 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
         "text": text(message.get("text")),
         "created_at": epoch_ms(message.get("createdAt")),
         "raw_json": _raw(message),
+        "attachments": [
+            {
+                "attachment_id": text(item.get("id")),
+                "file_name": text(item.get("fileName")),
+                "content_type": text(item.get("type")),
+                "url": text(item.get("preSignedUrl")),
+            }
+            for item in message.get("attachments") or ()
+            if isinstance(item, dict)
+        ],
+        "cards": [
+            {
+                "card_id": text(item.get("id")),
+                "content_type": text(item.get("contentType")),
+                "content_json": None if item.get("content") is None else _raw(item["content"]),
+            }
+            for item in message.get("cards") or ()
+            if isinstance(item, dict)
+        ],
     }
 
 

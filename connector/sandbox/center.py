@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connector.config import Generation
 from connector.sandbox.events import Notifier
 from connector.sandbox.state import Agent, Conversation, Interaction, Message, Participant, Store, now_ms
 
@@ -32,6 +34,8 @@ _REPLIES = [
     "Understood, I am looking into it now.",
     "Good question. Here is what I found.",
 ]
+# The card a scripted agent sends with a file (8x8's quick replies, as the spec's example).
+_QUICK_REPLIES = {"options": [{"title": "That helps", "data": {"postback": "yes"}}, {"title": "Not yet", "data": {"postback": "no"}}]}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class AgentBehaviour:
     reply_delay_s: float = 0.5
     exchanges: int = 3  # 0: the agent never leaves on its own
     transfer_probability: float = 0.0
+    # Chat Gateway: read receipts before answering, and this share of answers with a file and a card (0: neither).
+    extras: float = 0.0
 
 
 class Refused(Exception):
@@ -51,8 +57,18 @@ class Refused(Exception):
 class ContactCenter:
     """Queues and agents; every change is told to the `notifier`."""
 
-    def __init__(self, store: Store, notifier: Notifier, *, agents: int, behaviour: AgentBehaviour, seed: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        *,
+        agents: int,
+        behaviour: AgentBehaviour,
+        seed: int,
+        attach: Callable[[Conversation, str, str, bytes], dict[str, Any]],
+    ) -> None:
         self._store = store
+        self._attach = attach
         self._notify = notifier
         self._behaviour = behaviour
         self._seed = seed
@@ -282,28 +298,49 @@ class ContactCenter:
         behaviour = self._behaviour
         answered = 0
         if pending:
-            await self._say(conversation, agent, self._reply(conversation))
+            await self._answer(conversation, agent)
             answered += 1
         while behaviour.exchanges == 0 or answered < behaviour.exchanges:
             await inbox.get()
             while not inbox.empty():  # several messages in a row get one answer
                 inbox.get_nowait()
-            await self._say(conversation, agent, self._reply(conversation))
+            await self._answer(conversation, agent)
             answered += 1
         if not interaction.transferred and self._rng(conversation).random() < behaviour.transfer_probability:
             self.transfer(conversation, agent)
         else:
             self.leave(conversation, agent)
 
-    async def _say(self, conversation: Conversation, agent: Agent, text: str, *, typing: bool = True) -> None:
+    async def _answer(self, conversation: Conversation, agent: Agent) -> None:
+        """Read what the customer wrote, type, answer; with the extras on (gateway), sometimes with a file and a card."""
+        rng = self._rng(conversation)
+        extras = self._behaviour.extras > 0 and conversation.generation is not Generation.CHAT_API_V2
+        if extras:
+            self.read(conversation, agent)
+        attachments: list[dict[str, Any]] = []
+        cards: list[dict[str, Any]] = []
+        if extras and rng.random() < self._behaviour.extras:
+            number = len(conversation.messages)
+            notes = f"Notes of {agent.name} on conversation {conversation.id}, message {number}.\n".encode()
+            attachments.append(self._attach(conversation, f"notes-{number}.txt", "text/plain", notes))
+            cards.append({"id": self._store.new_id("card"), "contentType": "application/8x8.quick.replies", "content": _QUICK_REPLIES})
+        await self._say(conversation, agent, rng.choice(_REPLIES), attachments=attachments, cards=cards)
+
+    async def _say(
+        self,
+        conversation: Conversation,
+        agent: Agent,
+        text: str,
+        *,
+        typing: bool = True,
+        attachments: list[dict[str, Any]] | None = None,
+        cards: list[dict[str, Any]] | None = None,
+    ) -> None:
         if typing:
             self.typing(conversation, agent, True)
             await asyncio.sleep(self._behaviour.reply_delay_s)
             self.typing(conversation, agent, False)
-        self.say(conversation, agent, text)
-
-    def _reply(self, conversation: Conversation) -> str:
-        return self._rng(conversation).choice(_REPLIES)
+        self.say(conversation, agent, text, attachments=attachments, cards=cards)
 
     def _rng(self, conversation: Conversation) -> random.Random:
         """Randomness that depends only on the seed and where the conversation is (nothing to keep)."""

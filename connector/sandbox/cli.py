@@ -32,6 +32,9 @@ def sandbox_command(
     reply_delay: float = typer.Option(0.5, help="Seconds an agent takes to answer a customer message."),
     exchanges: int = typer.Option(3, help="Customer messages an agent answers before leaving (0: never leaves)."),
     transfer_probability: float = typer.Option(0.0, help="Chance an agent transfers instead of leaving (once per interaction)."),
+    agent_extras: float = typer.Option(
+        0.3, help="Chat Gateway: agents send read receipts, and this share of their answers carries a file and a card (0: neither)."
+    ),
     latency_ms: float = typer.Option(0.0, help="Latency added to every 8x8 API call, in ms."),
     latency_jitter_ms: float = typer.Option(0.0, help="Uniform jitter around --latency-ms, in ms."),
     rate_429: float = typer.Option(0.0, help="Share of API calls answered 429 without Retry-After."),
@@ -86,6 +89,7 @@ def sandbox_command(
         agent_reply_delay_s=reply_delay,
         exchanges=exchanges,
         transfer_probability=transfer_probability,
+        agent_extras=agent_extras,
         delivery_timeout_s=delivery_timeout,
         retry_initial_s=retry_initial,
         retry_max_s=retry_max,

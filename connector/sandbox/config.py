@@ -111,6 +111,7 @@ class SandboxConfig:
     agent_reply_delay_s: float = 0.5
     exchanges: int = 3  # customer messages an agent answers before leaving; 0 = never leaves
     transfer_probability: float = 0.0
+    agent_extras: float = 0.0  # gateway: read receipts, and this share of answers with a file and a card
 
     delivery_timeout_s: float = 10.0
     retry_initial_s: float = 0.2

@@ -76,8 +76,12 @@ class Sandbox:
                 reply_delay_s=config.agent_reply_delay_s,
                 exchanges=config.exchanges,
                 transfer_probability=config.transfer_probability,
+                extras=config.agent_extras,
             ),
             seed=config.seed,
+            attach=lambda conversation, name, content_type, data: self.attachment_of(
+                conversation, self.keep_file(conversation, name, content_type, data)
+            ),
         )
         self._initial: tuple[dict[str, Webhook], dict[str, Channel]] = ({}, {})
 

@@ -97,6 +97,19 @@ def test_gateway_sends_files_cards_typing_and_read_receipts(
     seen = sandbox.conversation(conversation_id)
     assert any(a["fileName"] == "report.csv" and a["type"] == "text/csv" for m in seen["messages"] for a in m["attachments"])
 
+    # The transcript carries the files (name, type, pre-signed URL) and the card.
+    transcripts = readers(env["CONNECTOR_TOPIC_TRANSCRIPTS"], env, "ConversationTranscript")
+    fetched = publisher.fetch_transcript(ref)
+    publisher.flush()
+    results.wait_for([fetched], 30)
+    _wait(lambda: transcripts.poll(0.3) or None)
+    (transcript,) = transcripts.records
+    files = {a["file_name"]: a for m in transcript["messages"] for a in m["attachments"]}
+    assert {"invoice.pdf", "again.pdf", "report.csv"} <= files.keys()
+    assert files["invoice.pdf"]["content_type"] == "application/pdf" and httpx.get(files["invoice.pdf"]["url"]).content == PDF
+    (with_card,) = [m for m in transcript["messages"] if m["cards"] and m["author_type"] == "user"]
+    assert with_card["text"] == "the invoice" and json.loads(with_card["cards"][0]["content_json"]) == CARD[1]
+
 
 def test_chat_api_v2_refuses_them_without_asking_8x8(start_sandbox, connector_env, start_worker, publisher_for, readers) -> None:
     sandbox = start_sandbox("--exchanges", "0")
