@@ -5,8 +5,10 @@ running worker."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import connector
 from tests.commands.conftest import Results, connector_env, publisher_for, readers, sandbox, start_sandbox, worker_port  # noqa: F401
+from tests.support.env import free_port, wait_until_ready
 
 from .conftest import CHART, CI_VALUES, SKIPPED_KINDS, Render, Rendered, tool
 
@@ -27,8 +30,10 @@ DASHBOARD = CHART / "dashboards" / "connector.json"
 OBSERVED = {"metrics": {"prometheusRule": {"enabled": True}, "dashboard": {"enabled": True}}}
 KEDA = {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 8, "keda": {"enabled": True}}}
 WORKERS = 'namespace="chat", job="t-kafka-8x8-connector-headless"'
+EDGE = 'namespace="chat", job="chat/t-kafka-8x8-connector-edge", pod="t-kafka-8x8-connector-edge-7d9c-x2"'
 # Series the rules read from kube-state-metrics, not from the connector.
-KUBE_STATE_METRICS = {"kube_statefulset_status_replicas", "kube_statefulset_status_replicas_ready"}
+KUBE_STATE_METRICS = {"kube_statefulset_status_replicas", "kube_statefulset_status_replicas_ready",
+                      "kube_deployment_status_replicas_unavailable"}
 # A metric name right before a label selector: every query of the rules and the dashboard selects labels.
 SELECTED = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 
@@ -92,7 +97,7 @@ def test_rules_pass_promtool(render: Render, promtool: Path, tmp_path: Path) -> 
     path.write_text(yaml.safe_dump(rule["spec"]))
     proc = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 9 rules found" in proc.stdout, proc.stdout
+    assert "SUCCESS: 10 rules found" in proc.stdout, proc.stdout
 
 
 def test_promtool_catches_a_broken_rule(render: Render, promtool: Path, tmp_path: Path) -> None:
@@ -116,9 +121,26 @@ def test_rule_labels_and_thresholds_come_from_the_values(render: Render) -> None
     assert queries["ConnectorCommandsLagHigh"].endswith('topic="acme.commands"}) > 250')
     assert queries["ConnectorWebhooksLagHigh"].endswith('topic="acme.raw"}) > 40')
     headless = result.one("Service", "-headless")["metadata"]["name"]
+    edge = result.one("Deployment", "-edge")["metadata"]["name"]
     for name, query in queries.items():
-        if not name.startswith("ConnectorWorkers"):
+        if name.startswith("ConnectorWebhooks") and "lag" not in query:
+            assert f'pod=~"{edge}-.+"' in query, f"{name} does not select the scraped edge pods: {query}"
+        elif not name.endswith("NotReady"):
             assert f'job="{headless}"' in query, f"{name} does not select the scraped workers: {query}"
+
+
+def test_the_monitors_scrape_the_admin_port_of_workers_and_edge_pods(render: Render) -> None:
+    result = rendered(render, {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
+    pod = result.one("Deployment", "-edge")["spec"]["template"]
+    monitor = result.one("PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= result.one("StatefulSet")["spec"]["template"]["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "admin" and endpoint["path"] == "/metrics"
+    (container,) = pod["spec"]["containers"]
+    assert "admin" in [port["name"] for port in container["ports"]]
+    assert result.one("ServiceMonitor")["spec"]["endpoints"][0]["port"] == "admin"
 
 
 # Made-up series, one sample a minute, and the alerts they must (and must not) fire.
@@ -138,10 +160,14 @@ tests:
         values: '0 0 0 1 2 3 4 5 6 7 8 9 10 11 12 13'
       - series: 'connector_8x8_request_seconds_count{{{WORKERS}, pod="w-0", operation="token", status="200"}}'
         values: '0+10x15'
-      - series: 'connector_webhook_requests_total{{{WORKERS}, pod="w-0", outcome="accepted"}}'
+      - series: 'connector_webhook_requests_total{{{EDGE}, outcome="accepted"}}'
         values: '0+60x15'
-      - series: 'connector_webhook_requests_total{{{WORKERS}, pod="w-0", outcome="unavailable"}}'
+      - series: 'connector_webhook_requests_total{{{EDGE}, outcome="unavailable"}}'
         values: '0+6x15'
+      - series: 'connector_webhook_requests_total{{{WORKERS}, pod="w-0", outcome="unauthorized"}}'
+        values: '0+60x15'
+      - series: 'kube_deployment_status_replicas_unavailable{{namespace="chat", deployment="t-kafka-8x8-connector-edge"}}'
+        values: '0x15'
       - series: 'kube_statefulset_status_replicas{{namespace="chat", statefulset="t-kafka-8x8-connector"}}'
         values: '2x15'
       - series: 'kube_statefulset_status_replicas_ready{{namespace="chat", statefulset="t-kafka-8x8-connector"}}'
@@ -196,6 +222,7 @@ tests:
               summary: Workers are not ready
               description: 1 worker(s) of t-kafka-8x8-connector not ready for 5 minutes; their /readyz says why.
       - {{eval_time: 15m, alertname: ConnectorWorkersNotReady, exp_alerts: []}}
+      - {{eval_time: 15m, alertname: ConnectorEdgeNotReady, exp_alerts: []}}
 """
 
 
@@ -291,16 +318,39 @@ def test_wrong_observability_values_fail(render: Render, values: dict[str, Any],
     assert result.returncode != 0 and path in result.stderr, result.stderr
 
 
-# --- every metric named is exported by a running worker ------------------------------------------------
+# --- every metric named is exported by a running worker (and the webhooks' by an edge) -----------------
+
+
+@pytest.fixture
+def start_edge(tmp_path: Path):
+    """Start a `connector edge` with the given env, on ports of its own; killed at the end of the test."""
+    processes: list[subprocess.Popen] = []
+
+    def start(env: dict[str, str]) -> dict[str, str]:
+        env = {**env, "CONNECTOR_WEB_PORT": str(free_port()), "CONNECTOR_ADMIN_PORT": str(free_port())}
+        log = tmp_path / "edge.log"
+        process = subprocess.Popen([sys.executable, "-m", "connector", "edge"], env={**os.environ, **env},
+                                   stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        processes.append(process)
+        wait_until_ready(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}", process, 30, str(log))
+        return env
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait(10)
 
 
 @pytest.mark.kafka
 def test_a_running_worker_exports_every_metric_the_rules_and_the_dashboard_name(
-    render: Render, sandbox, connector_env, start_worker, publisher_for, readers
+    render: Render, sandbox, connector_env, start_worker, start_edge, publisher_for, readers
 ) -> None:
+    """The edge's /metrics has every webhook metric named (the alerts select the edge pods for them), the
+    worker's every other one."""
     generation = "chat-api-v2"
     env = connector_env(sandbox, generation, kafka_lag_interval_s=0.5)
     start_worker(env)
+    edge_env = start_edge(env)
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
     ref = f"metrics-{uuid.uuid4().hex[:8]}"
@@ -321,7 +371,12 @@ def test_a_running_worker_exports_every_metric_the_rules_and_the_dashboard_name(
         assert time.monotonic() < deadline, f"lag never measured as 0 for the commands topic: {lag}"
         time.sleep(0.5)
 
-    missing = sorted(wanted - KUBE_STATE_METRICS - exported_names(exposition))
+    webhooks = {name for name in wanted if name.startswith("connector_webhook_")}
+    assert webhooks, "the webhook panels and alerts name their metrics"
+    edge_exposition = httpx.get(f"http://127.0.0.1:{edge_env['CONNECTOR_ADMIN_PORT']}/metrics", timeout=5).raise_for_status().text
+    missing = sorted(webhooks - exported_names(edge_exposition))
+    assert not missing, f"named by the rules or the dashboard, not exported by the edge: {missing}"
+    missing = sorted(wanted - webhooks - KUBE_STATE_METRICS - exported_names(exposition))
     assert not missing, f"named by the rules or the dashboard, not exported by the worker: {missing}"
     labels = (("generation", generation), ("version", connector.__version__))
     assert samples[("connector_build_info", labels)] == 1
