@@ -1,13 +1,14 @@
 """Attachments, cards, typing indicators and read receipts: Chat Gateway's requests against its spec, v2's refusals.
 
 The gateway adapter runs against the sandbox through a transport that checks every exchange against the
-spec (the multipart upload included); the sandbox must then hold the message with its file and card.
-Chat API v2 has none of these: its adapter refuses them without sending anything.
+spec (the multipart upload included); the sandbox must then hold the message with its file and card,
+and the worker's own aiohttp sender must make it do the same. Chat API v2 has none of these: its adapter refuses them without sending anything.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ async def sandbox() -> AsyncIterator[RunningSandbox]:
     await running.stop()
 
 
-def _platform(sandbox: RunningSandbox, generation: Generation, transport: httpx.AsyncBaseTransport) -> Platform:
+def _platform(sandbox: RunningSandbox, generation: Generation, transport: httpx.AsyncBaseTransport | None) -> Platform:
     config = sandbox.sandbox.config
     settings = load_settings(
         platform_generation=generation,
@@ -43,31 +44,53 @@ def _platform(sandbox: RunningSandbox, generation: Generation, transport: httpx.
     return open_platform(settings, transport=transport)
 
 
-async def test_gateway_uploads_then_sends_and_types_and_reads_per_spec(sandbox: RunningSandbox) -> None:
-    contract = Contract()
-    checked = CheckedTransport(contract)
-    platform = _platform(sandbox, Generation.CHAT_GATEWAY_V1, checked)
+async def _flow(sandbox: RunningSandbox, transport: httpx.AsyncBaseTransport | None) -> tuple[list[Any], list[Any]]:
+    """Create, send a file and a card, a file alone, type, read the last message; the operations 8x8 got
+    (with their statuses) and the messages it holds from the integration (text, files, cards)."""
+    platform = _platform(sandbox, Generation.CHAT_GATEWAY_V1, transport)
     channel = sandbox.info["chat-gateway-v1"]["channels"][0]
     conversation_id = await platform.create(NewConversation(ref="r-1", channel_id=channel, name="Ann"))
-
     await platform.send(conversation_id, "the invoice", "user", files=[File("invoice 1.pdf", "application/pdf", PDF)], cards=[CARD])
     await platform.send(conversation_id, "", "bot", files=[File("b.txt", "text/plain", b"b")])
     await platform.typing(conversation_id, "user")
     messages = await platform.messages(conversation_id)
     await platform.mark_read(conversation_id, messages[-1]["message_id"], "user")
     await platform.aclose()
-
-    assert all(200 <= status < 300 for status in checked.statuses), checked.statuses
-    operations = [entry.rsplit("/", 1)[-1] for entry in contract.checked]
-    assert operations.count("attachments") == 2 and "typing" in operations and "read-receipt" in operations
     stored = sandbox.sandbox.store.conversations[conversation_id]
-    sent = [m for m in stored.messages if m.author_type in ("user", "bot")]
-    assert [(m.text, [a["fileName"] for a in m.attachments]) for m in sent] == [("the invoice", ["invoice 1.pdf"]), ("", ["b.txt"])]
-    assert sent[0].cards == [{"contentType": CARD.content_type, "content": CARD.content}]
-    (file,) = [f for f in stored.files.values() if f.name == "invoice 1.pdf"]
-    assert (file.content_type, file.data) == ("application/pdf", PDF)
     assert [a["name"] for a in stored.activity] == ["typing", "read-receipt"]
     assert stored.activity[1]["readAt"] == messages[-1]["created_at"]
+    for file in stored.files.values():
+        assert (file.name, file.content_type, file.data) in (("invoice 1.pdf", "application/pdf", PDF), ("b.txt", "text/plain", b"b"))
+    operations = [(r["operation"], r["status"]) for r in sandbox.sandbox.requests.records()]
+    sent = [
+        (m.text, [(a["fileName"], a["type"]) for a in m.attachments], m.cards)
+        for m in stored.messages
+        if m.author_type in ("user", "bot")
+    ]
+    return operations, sent
+
+
+async def test_gateway_uploads_then_sends_and_types_and_reads_per_spec(sandbox: RunningSandbox) -> None:
+    contract = Contract()
+    checked = CheckedTransport(contract)
+    operations, sent = await _flow(sandbox, checked)
+    assert all(200 <= status < 300 for status in checked.statuses), checked.statuses
+    paths = [entry.rsplit("/", 1)[-1] for entry in contract.checked]
+    assert paths.count("attachments") == 2 and "typing" in paths and "read-receipt" in paths
+    assert sent == [
+        ("the invoice", [("invoice 1.pdf", "application/pdf")], [{"contentType": CARD.content_type, "content": CARD.content}]),
+        ("", [("b.txt", "text/plain")], []),
+    ]
+
+
+async def test_the_workers_sender_sends_the_same(sandbox: RunningSandbox) -> None:
+    """What the spec check saw through httpx is what the worker's aiohttp sender makes 8x8 do."""
+    checked = await _flow(sandbox, CheckedTransport(Contract()))
+    other = await start_sandbox(SandboxConfig(port=0, webhook_url="http://127.0.0.1:9/hook", retry_max_attempts=1, agent_accept_delay_s=0.01))
+    try:
+        assert await _flow(other, None) == checked
+    finally:
+        await other.stop()
 
 
 async def test_a_message_naming_an_attachment_never_uploaded_is_refused(sandbox: RunningSandbox) -> None:
