@@ -267,6 +267,18 @@ def test_dashboard_is_a_well_formed_grafana_dashboard() -> None:
         assert subject in titles
 
 
+def test_dashboard_queries_are_valid_promql(promtool: Path, tmp_path: Path) -> None:
+    """Each query, Grafana's variables given values, passes promtool as the expression of a recording rule."""
+    queries = dashboard_queries(json.loads(DASHBOARD.read_text()))
+    rules = [{"record": f"dashboard:query{n}", "expr": q.replace("$__rate_interval", "5m").replace("$namespace", "chat")}
+             for n, q in enumerate(queries)]
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    proc = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in proc.stdout, proc.stdout
+
+
 # --- KEDA --------------------------------------------------------------------------------------------
 
 
