@@ -48,7 +48,7 @@ stop: ## Stop everything the project started
 status:
 	devstack/stack status
 
-tools: ## helm and kubeconform for the chart tests; chromium for the console's browser tests
+tools: ## helm, kubeconform, helm-docs and promtool for the chart tests; chromium for the console's browser tests
 	devstack/tools/install.sh
 
 bench: setup ## The benchmarks of bench/, each prints its figures and its ratio to a baseline
