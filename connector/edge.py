@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from connector import logs
 from connector.config import Settings
 from connector.kafka_errors import describe
 from connector.schemas import AvroCodec
@@ -32,10 +33,7 @@ logger = logging.getLogger(__name__)
 
 def run_edge(settings: Settings) -> None:
     """Run the edge until SIGTERM or SIGINT; exit 1 when Kafka or the Schema Registry cannot be used at start."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(settings)
     loop_factory = None
     if settings.event_loop == "uvloop":
         import uvloop
