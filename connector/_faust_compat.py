@@ -30,6 +30,7 @@ __all__ = [
     "on_rebalance_start",
     "raw_key_table",
     "refresh_metadata",
+    "resume_streams_after_seek",
     "settle_unacked",
     "store_pop",
     "store_set",
@@ -46,6 +47,51 @@ def settle_unacked(message: Any) -> None:
     no public way to hand a record back.
     """
     message.acked = True
+
+
+def resume_streams_after_seek(app: faust.App) -> None:
+    """Hold the stream partitions Faust resumes at the end of a rebalance back until their seek is over.
+
+    Once the tables are recovered, Faust resumes the stream partitions (`Consumer.resume_partitions`),
+    then seeks them to their committed offsets (`Consumer.perform_seek`), then resumes the flow
+    (`FlowControlEvent.resume`, which empties every stream's queue, and `Consumer.resume_flow`);
+    see `Recovery.on_recovery_completed` and `Recovery._resume_streams`. Its fetcher runs during the
+    seek and hands out the records aiokafka fetched meanwhile: they are emptied out with the queues,
+    but the partition's read offset stays at the last of them, so after the seek Faust drops the
+    records below it when they come again (`Consumer._drain_messages`) until a later rebalance seeks
+    again; in a partition nobody has committed yet there is no seek at all (aiokafka seeks only to a
+    committed offset above 0) and they are lost for good. Its streams then wait on records that never
+    come, or get them a rebalance later, out of order. Here a stream partition resumed this way is
+    only resumed by the `resume_flow` that follows, after the seek and the emptying; changelog
+    partitions (table recovery, standbys) are resumed at once, as before.
+    """
+    new_consumer = app._new_consumer
+
+    def consumer_resuming_streams_after_seek() -> Any:
+        consumer = new_consumer()
+        resume_partitions, resume_flow = consumer.resume_partitions, consumer.resume_flow
+        held: dict[TP, int] = {}  # stream partition -> the consumer generation it was resumed in
+
+        def resume_partitions_later(tps: Any) -> None:
+            changelogs = app.tables.changelog_topics
+            tps = set(tps)
+            streams = {tp for tp in tps if tp.topic not in changelogs}
+            held.update(dict.fromkeys(streams, app.consumer_generation_id))
+            resume_partitions(tps - streams)
+
+        def resume_flow_and_streams() -> None:
+            resume_flow()
+            generation = app.consumer_generation_id
+            due = {tp for tp, held_in in held.items() if held_in == generation}
+            held.clear()  # those of an earlier generation were revoked since: the next assignment pauses them anew
+            if due:
+                resume_partitions(due)
+
+        consumer.resume_partitions = resume_partitions_later
+        consumer.resume_flow = resume_flow_and_streams
+        return consumer
+
+    app._new_consumer = consumer_resuming_streams_after_seek  # type: ignore[method-assign]
 
 
 def message_generation(message: Any) -> int:
@@ -169,6 +215,10 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("store_set", "faust.tables.base.Collection", "data"),
     ("store_persisted", "faust.stores.base.Store", "set_persisted_offset"),
     ("refresh_metadata", "aiokafka.client.AIOKafkaClient", "force_metadata_update"),
+    ("resume_streams_after_seek", "faust.app.base.App", "_new_consumer"),
+    ("resume_streams_after_seek", "faust.transport.consumer.Consumer", "resume_partitions"),
+    ("resume_streams_after_seek", "faust.transport.consumer.Consumer", "resume_flow"),
+    ("resume_streams_after_seek", "faust.tables.recovery.Recovery", "on_recovery_completed"),
     ("lanes.InOrderAcks", "faust.transport.consumer.Consumer", "_new_offset"),
     ("lanes.FirstReads", "faust.transport.consumer.Consumer", "_drain_messages"),
 )

@@ -96,6 +96,8 @@ def build(settings: Settings) -> Connector:
         autodiscover=False,
         logging_config=None,
     )
+    # Else the records fetched while a rebalance ends are emptied out of the streams' queues unread.
+    compat.resume_streams_after_seek(app)
     connector = Connector(
         settings=settings,
         app=app,
