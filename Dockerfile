@@ -13,8 +13,12 @@
 # cache, no sources.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+# The package's version, whose one source is pyproject.toml: `make image` passes it (the builder
+# refuses any other), and it becomes the image's version label.
+ARG VERSION=""
 
 FROM ${PYTHON_IMAGE} AS builder
+ARG VERSION
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -27,6 +31,8 @@ COPY pyproject.toml README.md requirements.lock ./
 COPY connector/ connector/
 COPY schemas/ schemas/
 
+RUN test -z "$VERSION" || python -c "import sys, tomllib; v = tomllib.load(open('pyproject.toml', 'rb'))['project']['version']; sys.exit(None if v == sys.argv[1] else f'VERSION={sys.argv[1]} is not the version of pyproject.toml, {v}')" "$VERSION"
+
 RUN python -m pip wheel --wheel-dir /wheels --require-hashes -r requirements.lock \
     && python -m pip wheel --wheel-dir /wheels --no-deps ".[rocksdb]" \
     && python -m venv /opt/venv \
@@ -36,8 +42,10 @@ RUN python -m pip wheel --wheel-dir /wheels --require-hashes -r requirements.loc
 
 
 FROM ${PYTHON_IMAGE}
+ARG VERSION
 
 LABEL org.opencontainers.image.title="kafka-8x8-connector" \
+      org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.description="Kafka <-> 8x8 Contact Center chat connector (Faust stream processor)" \
       org.opencontainers.image.licenses="Apache-2.0"
 

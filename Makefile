@@ -10,8 +10,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 UV_VERSION := 0.13.9
 LOCK_ARGS ?=
+# The package's version: pyproject.toml is its one source (the package, the image label, the chart's appVersion).
+VERSION = $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
 
-.PHONY: dev test stack stop status venv setup tools bench clean lock
+.PHONY: dev test stack stop status venv setup tools bench clean lock image
 
 dev: setup ## Run the connector on the local stack: Kafka, registry, 8x8 sandbox, worker
 	$(CONNECTOR) dev
@@ -38,6 +40,9 @@ lock: venv ## Re-resolve requirements.lock (image) and requirements-dev.lock (ma
 	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra rocksdb --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra rocksdb --generate-hashes --python-version 3.11 $(LOCK_ARGS) -o requirements-dev.lock
+
+image: ## Build the image kafka-8x8-connector:<version>, labelled with the version of pyproject.toml
+	docker build --build-arg VERSION=$(VERSION) -t kafka-8x8-connector:$(VERSION) .
 
 stack: ## Start Kafka (KRaft) and Apicurio Registry on 127.0.0.1 (idempotent)
 	devstack/stack up

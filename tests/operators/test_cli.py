@@ -6,6 +6,7 @@ import datetime
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -40,6 +41,18 @@ def test_version_comes_from_pyproject_alone() -> None:
 def test_the_chart_app_version_is_the_package_version() -> None:
     chart = yaml.safe_load((ROOT / "helm/kafka-8x8-connector/Chart.yaml").read_text())
     assert chart["appVersion"] == VERSION
+
+
+def test_the_image_is_built_with_the_package_version_and_labelled_with_it() -> None:
+    made = subprocess.run(["make", "-n", "image"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0 and f"--build-arg VERSION={VERSION} " in made.stdout, made.stdout + made.stderr
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'org.opencontainers.image.version="${VERSION}"' in dockerfile
+    check = re.search(r'^RUN test -z "\$VERSION" \|\| (python -c .*)$', dockerfile, re.M).group(1)
+    for given, refused in ((VERSION, False), ("9.9.9", True)):
+        command = check.replace('"$VERSION"', given).replace("python ", f"{sys.executable} ", 1)
+        ran = subprocess.run(["sh", "-c", command], cwd=ROOT, capture_output=True, text=True)
+        assert (ran.returncode != 0) is refused, ran.stderr
 
 
 @pytest.mark.kafka
