@@ -22,8 +22,10 @@ from connector.schemas import AvroCodec
 from connector.tracing import kafka_headers, of_headers
 
 __all__ = [
+    "CONNECT_ERRORS",
     "DLQ_RECORDS",
     "END_TO_END",
+    "ERROR_CODE_HEADER",
     "RESULTS",
     "Outputs",
     "failure",
