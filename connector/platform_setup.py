@@ -8,7 +8,6 @@ and signing keys; Kafka, the registry and the topics) and says for each OK or wh
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -84,18 +83,18 @@ async def setup(platform: Platform, public_url: str, *, queue_id: str | None, na
     return Setup(url, webhook, channel, steps)
 
 
-def checks(settings: Settings, *, kid: str | None = None, open_8x8: Callable[[Settings], Platform] = open_platform) -> list[Check]:
+def checks(settings: Settings, *, kid: str | None = None) -> list[Check]:
     """Every prerequisite of the deployment, in order; `kid` asks for that signing key rather than any answer."""
-    results = asyncio.run(_platform_checks(settings, kid, open_8x8))
-    results.append(_kafka(settings))
-    results.append(_registry(settings))
-    if results[-2].ok:
+    results = asyncio.run(_platform_checks(settings, kid))
+    kafka = _kafka(settings)
+    results += [kafka, _registry(settings)]
+    if kafka.ok:
         results.append(_topics(settings))
     return results
 
 
-async def _platform_checks(settings: Settings, kid: str | None, open_8x8: Callable[[Settings], Platform]) -> list[Check]:
-    platform = open_8x8(settings)
+async def _platform_checks(settings: Settings, kid: str | None) -> list[Check]:
+    platform = open_platform(settings)
     try:
         results = await _on_8x8(platform, settings)
     finally:
