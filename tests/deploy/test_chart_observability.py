@@ -1,6 +1,6 @@
 """The chart's observability pack: the PrometheusRule (promtool checks it and runs its alerts on made-up
-series), the Grafana dashboard, the KEDA ScaledObject, and every metric they name on the /metrics of a
-running worker."""
+series), the monitors, the Grafana dashboard, the KEDA ScaledObject, and every metric they name on the
+/metrics of a running worker (the webhooks' on a running edge's)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,8 @@ def exported_names(exposition: str) -> set[str]:
 
 def test_the_pack_is_off_by_default(render: Render) -> None:
     result = rendered(render)
-    assert result.kind("PrometheusRule") == [] and result.kind("ScaledObject") == []
+    for kind in ("PrometheusRule", "ScaledObject", "ServiceMonitor", "PodMonitor"):
+        assert result.kind(kind) == [], kind
     assert [c["metadata"]["name"] for c in result.kind("ConfigMap")] == ["t-kafka-8x8-connector"]
     assert result.one("StatefulSet")["spec"]["replicas"] == 2
 
