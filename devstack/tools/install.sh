@@ -70,7 +70,7 @@ install_tool promtool "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEU
 "${BIN_DIR}/helm" version --short
 echo "kubeconform $("${BIN_DIR}/kubeconform" -v)"
 "${BIN_DIR}/helm-docs" --version
-"${BIN_DIR}/promtool" --version | head -n 1
+"${BIN_DIR}/promtool" --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
 echo "tools in ${BIN_DIR}"
 
 "$(dirname "${BASH_SOURCE[0]}")/browser.sh"
