@@ -18,14 +18,14 @@ from typing import Any
 import fastavro
 import httpx
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from connector.schemas import load_schema
 from tests.commands.conftest import Results, created_by_ref
-from tests.support.topics import TopicReader, partition_of
 from tests.commands.proxy import Answer, running_proxy
 from tests.support.env import REGISTRY, settings_of
+from tests.support.topics import TopicReader, committed, partition_of, wait_consumed
 
 pytestmark = pytest.mark.kafka
 
@@ -101,10 +101,10 @@ def test_a_hostile_stream_leaves_every_valid_command_answered_once_in_order(
         assert headers["__connect.errors.topic"].decode() == topic
 
     changelog = readers(f"{env['CONNECTOR_APP_ID']}-conversations-changelog", env, None)
-    changelog.poll(2)
+    changelog.read_to_end()  # its result is out, so a table write of that command would be in by now
     assert never.encode() not in {r.key for r in changelog.records}, "a command for a ref never started made a table entry"
 
-    _wait_no_lag(env, topic)
+    wait_consumed(env, topic)
     stopping = time.monotonic()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(GRACE_S) == 0, "the worker must stop cleanly within its grace period"
@@ -189,11 +189,11 @@ def test_a_result_that_cannot_be_published_is_not_acked(
     results: Results = readers(Results, env)
     ref = f"r-{uuid.uuid4().hex[:6]}"
     started = _start_refused_by(results_topic, env, worker, publisher, ref, tmp_path)  # every result is too large
-    results.poll(1)
+    results.read_to_end()  # the worker has stopped: nothing more comes
     assert started not in results.by_id
-    committed = _committed(env, env["CONNECTOR_TOPIC_COMMANDS"])
+    offsets = committed(env, env["CONNECTOR_TOPIC_COMMANDS"])
     partition = partition_of(ref, int(env["CONNECTOR_KAFKA_PARTITIONS"]))
-    assert committed.get(partition, 0) == 0, "the command's offset was committed although its result was never stored"
+    assert offsets.get(partition, 0) == 0, "the command's offset was committed although its result was never stored"
 
     _reset_topic_config(env, results_topic, ["max.message.bytes"])
     start_worker(env)
@@ -222,13 +222,12 @@ def test_an_end_whose_transcript_read_fails_has_exactly_one_result(
         ids = [publisher.start(ref, name="Ann"), publisher.message(ref, "hi"), publisher.end(ref)]
         publisher.flush()
         by_id = results.wait_for(ids, 60)
-        time.sleep(1)
-        results.poll(1)
-        assert [[(r["status"], r["error_code"]) for r in by_id[i]] for i in ids] == [[("SUCCEEDED", None)]] * 3
         transcripts = readers(env["CONNECTOR_TOPIC_TRANSCRIPTS"], env, "ConversationTranscript")
         deadline = time.monotonic() + 20
         while not transcripts.records and time.monotonic() < deadline:
             transcripts.poll(0.5)
+        results.read_to_end()  # the transcript comes after the end's result: a second result would be in by now
+        assert [[(r["status"], r["error_code"]) for r in by_id[i]] for i in ids] == [[("SUCCEEDED", None)]] * 3
         (transcript,) = transcripts.records
         assert transcript["conversation_ref"] == ref and transcript["reason"] == "ENDED"
         assert cause in transcript["error"] and transcript["messages"] == [] and transcript["participants"] == []
@@ -247,7 +246,7 @@ def test_the_mapping_is_stored_before_the_start_is_remembered(
     started = _start_refused_by(raw, env, worker, publisher, ref, tmp_path)  # the mapping record cannot be stored
 
     changelog = readers(f"{env['CONNECTOR_APP_ID']}-conversations-changelog", env, None)
-    changelog.poll(2)
+    changelog.read_to_end()  # the worker has stopped: nothing more comes
     entries = [json.loads(r.value) for r in changelog.records if r.key == ref.encode()]
     assert entries and all(started not in entry.get("recent_commands", {}) for entry in entries), entries
 
@@ -354,33 +353,3 @@ def _reset_topic_config(env: dict[str, str], topic: str, keys: list[str]) -> Non
         admin.reset_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={key: None for key in keys})])
     finally:
         admin.close()
-
-
-def _committed(env: dict[str, str], topic: str) -> dict[int, int]:
-    """The group's committed offset per partition of `topic` (partitions with none left out)."""
-    admin = _admin(env)
-    try:
-        offsets = admin.list_group_offsets({env["CONNECTOR_APP_ID"]: None})[env["CONNECTOR_APP_ID"]]
-    finally:
-        admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
-
-
-def _wait_no_lag(env: dict[str, str], topic: str, timeout: float = 30.0) -> None:
-    """Wait until the group has committed every partition of `topic` up to its end (consumer lag 0)."""
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(**settings_of(env).kafka_python_config())
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        ends = {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
-    deadline = time.monotonic() + timeout
-    committed: dict[int, int] = {}
-    while time.monotonic() < deadline:
-        committed = _committed(env, topic)
-        if all(committed.get(p, 0) >= end for p, end in ends.items()):
-            return
-        time.sleep(0.5)
-    pytest.fail(f"consumer lag on {topic} did not return to 0: committed {committed}, end {ends}")

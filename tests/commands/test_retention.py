@@ -23,9 +23,9 @@ from connector.retention import CHANGELOG_CONFIG
 from connector.schemas import AvroCodec
 from connector.topics import changelog_topics, create_topics
 from tests.commands.conftest import Results
-from tests.support.topics import TopicReader
 from tests.commands.test_flow import _state, _wait_state
 from tests.support.env import settings_of
+from tests.support.topics import TopicReader, read_to_end
 
 pytestmark = pytest.mark.kafka
 
@@ -60,8 +60,8 @@ def test_an_ended_conversation_is_deleted_after_the_retention_time(
     assert _state(env, going)["status"] == "AGENT_JOINED"  # a conversation still going stays
 
     # Tombstones in both changelogs: the conversation by its ref, its refs entry by the 8x8 id.
-    assert _last_value(env, "conversations", ended) is None
-    assert _last_value(env, "refs", conversation_id) is None
+    _wait_tombstone(env, "conversations", ended)
+    _wait_tombstone(env, "refs", conversation_id)
     # A command for the deleted ref is answered as for a ref never started, and leaves no entry.
     late = publisher.message(ended, "Still there?")
     publisher.flush()
@@ -84,6 +84,25 @@ def test_an_ended_conversation_is_deleted_after_the_retention_time(
 
 def test_changelogs_are_created_compacted_with_the_retention_settings(settings: Settings) -> None:
     create_topics(settings)
+    for name, configs in _configs(settings, changelog_topics(settings), CHANGELOG_CONFIG).items():
+        assert configs == CHANGELOG_CONFIG, name
+
+
+def test_a_worker_creates_missing_changelogs_with_the_retention_settings(
+    start_sandbox, settings_env, worker_port, start_worker
+) -> None:
+    """Where nobody ran `topics create` and the worker's principal may create topics, Faust creates the changelogs."""
+    sandbox = start_sandbox()
+    env = {
+        **settings_env,
+        "CONNECTOR_WEB_PORT": str(worker_port),
+        "CONNECTOR_PLATFORM_GENERATION": "chat-gateway-v1",
+        "CONNECTOR_PLATFORM_BASE_URL": sandbox.url,
+        "CONNECTOR_PLATFORM_TENANT_ID": "sandbox-tenant",
+        "CONNECTOR_PLATFORM_CHANNEL_ID": sandbox.channel("chat-gateway-v1"),
+    }
+    settings = settings_of(env)
+    start_worker(env)
     for name, configs in _configs(settings, changelog_topics(settings), CHANGELOG_CONFIG).items():
         assert configs == CHANGELOG_CONFIG, name
 
@@ -152,13 +171,17 @@ def _wait_gone(env: dict[str, str], ref: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def _wait_tombstone(env: dict[str, str], table: str, key: str, timeout: float = 10.0) -> None:
+    """Wait until the last record of `key` in the changelog of `table` is a tombstone."""
+    deadline = time.monotonic() + timeout
+    while _last_value(env, table, key) is not None:
+        assert time.monotonic() < deadline, f"no tombstone of {key} in the {table} changelog after {timeout}s"
+        time.sleep(0.2)
+
+
 def _last_value(env: dict[str, str], table: str, key: str) -> bytes | None:
-    """The value of the last record of `key` in the changelog of `table` (None: a tombstone)."""
-    reader = TopicReader(env, f"{env['CONNECTOR_APP_ID']}-{table}-changelog", None)
-    try:
-        records = [record for record in reader.poll(2.0) if record.key == key.encode()]
-    finally:
-        reader.close()
+    """The value of the last record of `key` in the changelog of `table` now (None: a tombstone)."""
+    records = [record for record in read_to_end(env, f"{env['CONNECTOR_APP_ID']}-{table}-changelog") if record.key == key.encode()]
     assert records, f"no record of {key} in the {table} changelog"
     return records[-1].value
 

@@ -42,7 +42,7 @@ def test_state_in_rocksdb_survives_a_restart(start_sandbox, connector_env, start
     second = publisher.message(ref, "Any news?")
     publisher.flush()
     by_id = results.wait_for([second], 60)
-    results.poll(1.0)
+    results.read_to_end()
     repeat = [r for r in by_id[again] if r["duplicate"]]
     assert len(repeat) == 1 and repeat[0]["status"] == "SUCCEEDED"
     assert by_id[second][0]["status"] == "SUCCEEDED" and not by_id[second][0]["duplicate"]

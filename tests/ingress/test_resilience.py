@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.ingress.conftest import SandboxThread, chat_events, settings_of, wait_for, worker_url
-from tests.support.avro import publish_mapping
+from tests.support.avro import Avro, publish_mapping
+from tests.support.topics import read_to_end, wait_consumed
 
 pytestmark = pytest.mark.kafka
 
@@ -65,9 +66,10 @@ def check_all_there_once(env: dict[str, str], stream: Stream, sandbox: SandboxTh
     """Every message on chat.events exactly once, keyed by its ref, in order per conversation."""
     wait_for(lambda: sandbox.pending() == 0, timeout=90)
     settings = settings_of(env)
-    events = chat_events(settings, until=lambda got: len(got) >= stream.total(), timeout=60)
-    time.sleep(1)
-    events = chat_events(settings, until=lambda got: len(got) > stream.total(), timeout=2)
+    chat_events(settings, until=lambda got: len(got) >= stream.total(), timeout=60)
+    wait_consumed(env, settings.topic_webhooks_raw, timeout=60)  # every webhook handled: a duplicate is in by now
+    avro = Avro(settings)
+    events = [(record.key.decode(), avro.decode("ChatEvent", record.value)) for record in read_to_end(env, settings.topic_events)]
     for conversation, texts in stream.sent.items():
         got = [record["text"] for key, record in events if key == f"ref-{conversation}"]
         assert got == texts, (conversation, len(got), len(texts), sorted(set(texts) - set(got))[:5])

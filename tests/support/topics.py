@@ -6,12 +6,13 @@ import time
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
 from kafka.partitioner.default import murmur2
 
 from connector.schemas import AvroCodec
 from tests.support.env import settings_of
 
-__all__ = ["TopicReader", "partition_of", "resumed_after"]
+__all__ = ["TopicReader", "committed", "partition_of", "read_to_end", "resumed_after", "wait_consumed"]
 
 
 class TopicReader:
@@ -69,6 +70,48 @@ class TopicReader:
         """Keep the records just read (subclasses index them too); they are returned."""
         self.records.extend(new)
         return new
+
+
+def read_to_end(env: dict[str, str], topic: str) -> list[Any]:
+    """Every record of `topic`, from the beginning up to its end offsets now (undecoded)."""
+    reader = TopicReader(env, topic, None)
+    try:
+        return reader.read_to_end()
+    finally:
+        reader.close()
+
+
+def committed(env: dict[str, str], topic: str) -> dict[int, int]:
+    """The connector group's committed offset per partition of `topic` (partitions with none left out)."""
+    admin = KafkaAdminClient(**settings_of(env).kafka_python_config(), request_timeout_ms=30_000)
+    try:
+        offsets = admin.list_group_offsets({env["CONNECTOR_APP_ID"]: None})[env["CONNECTOR_APP_ID"]]
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0}
+
+
+def wait_consumed(env: dict[str, str], topic: str, timeout: float = 30.0) -> None:
+    """Wait until the connector group has committed every partition of `topic` up to its end now (lag 0).
+
+    Faust commits only past records it has finished, after flushing what they produced: from then
+    on, everything the connector will ever write because of those records is in its topics, and
+    `read_to_end` proves what is not.
+    """
+    consumer = KafkaConsumer(**settings_of(env).kafka_python_config())
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        ends = {tp.partition: offset for tp, offset in consumer.end_offsets(tps).items()}
+    finally:
+        consumer.close()
+    deadline = time.monotonic() + timeout
+    done: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        done = committed(env, topic)
+        if all(done.get(p, 0) >= end for p, end in ends.items()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"consumer lag on {topic} did not return to 0 in {timeout}s: committed {done}, end {ends}")
 
 
 def resumed_after(by_id: dict[str, list[dict]], stopped_at: float, partitions: int) -> dict[int, float]:
