@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from connector.config import load_settings
-from connector.logs import JsonFormatter, Throttle, setup
+from connector.logs import Throttle, setup
 
 
 @pytest.fixture
