@@ -11,6 +11,7 @@ the log line and the metric label do. Bodies, signatures and secrets are never l
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -97,23 +98,20 @@ class WebhookProducer:
         producer = self._producer
         if producer is None:
             return False
+        topic = self._settings.topic_webhooks_raw
         try:
-            delivery = await asyncio.wait_for(
-                producer.send(self._settings.topic_webhooks_raw, value=value, key=key), self._timeout_s
-            )
-            done, _ = await asyncio.wait((delivery,), timeout=self._timeout_s)
-        except Exception as exc:  # a timeout, or one of aiokafka's many kinds while the broker is away
-            logger.warning("append to %s failed: %s", self._settings.topic_webhooks_raw, type(exc).__name__)
+            # One deadline for the send and the ack; aiokafka skips a delivery future cancelled by it.
+            async with asyncio.timeout(self._timeout_s):
+                await (await producer.send(topic, value=value, key=key))
+        except TimeoutError:
+            logger.warning("append to %s failed: no ack within %g s", topic, self._timeout_s)
             return False
-        if not done:
+        except Exception as exc:  # one of aiokafka's many kinds while the broker is away
+            logger.warning("append to %s failed: %s", topic, exc)
+            if isinstance(exc, _BROKEN_PRODUCER):
+                await self._replace(producer)
             return False
-        error = delivery.exception()
-        if error is None:
-            return True
-        logger.warning("append to %s failed: %s", self._settings.topic_webhooks_raw, error)
-        if isinstance(error, _BROKEN_PRODUCER):
-            await self._replace(producer)
-        return False
+        return True
 
     async def reachable(self, timeout: float = 2.0) -> bool:
         """Whether the brokers answer a metadata request for chat.webhooks.raw now.
@@ -268,7 +266,7 @@ class Edge:
         """The aiohttp handler of `POST /webhooks/8x8`: the answer, counted and timed."""
         started = time.perf_counter()
         status, answer, outcome = await self._handle(request)
-        REQUESTS.labels(outcome).inc()
+        _counted(outcome).inc()
         LATENCY.observe(time.perf_counter() - started)
         if status == 204:
             return web.Response(status=204)
@@ -303,7 +301,7 @@ class Edge:
             return 400, {"error": "body is not a JSON object"}, "malformed"
         if event.get("eventType") == "WEB_HOOK_VERIFY":
             return 204, {}, "verify"
-        await self._codec.start()  # done once; here too, since the public port opens before the producer starts
+        await self._codec.start("RawWebhook")  # done once; here too, as the public port opens before the producer starts
         event_id = event_id_of(headers, body)
         key = event_key(event, event_id).encode()
         value = self._codec.encode(
@@ -322,6 +320,12 @@ class Edge:
         if not await self._producer.append(key, value):
             return 503, _UNAVAILABLE, "unavailable"
         return 204, {}, "accepted"
+
+
+@functools.cache
+def _counted(outcome: str) -> Any:
+    """The requests counter of `outcome` (looked up once: the labels call costs a lock and a dict per request)."""
+    return REQUESTS.labels(outcome)
 
 
 def _log_refusal(status: int, exc: Exception, headers: dict[str, str], body: bytes, request: web.Request) -> None:
