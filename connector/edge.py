@@ -93,7 +93,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> bool:
 async def _start(settings: Settings, codec: AvroCodec, producer: WebhookProducer) -> bool:
     """Connect the producer and look up (or register) the RawWebhook schema, together; log why and answer
     False if either fails."""
-    registering = asyncio.ensure_future(asyncio.to_thread(codec.start_sync, "RawWebhook"))
+    registering = asyncio.ensure_future(codec.start("RawWebhook"))
     started = True
     try:
         await producer.start()
