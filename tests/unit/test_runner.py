@@ -228,3 +228,35 @@ async def test_a_transcript_that_cannot_be_read_is_published_empty_with_its_erro
     assert worker.result_of("c2")["status"] == "SUCCEEDED"
     (transcript,) = worker.connector.appender.on(worker.settings.topic_transcripts)
     assert transcript.value["error"] == "REJECTED_BY_8X8: gone" and transcript.value["messages"] == []
+
+
+async def test_every_failed_result_has_exactly_one_dlq_copy_and_no_success_has_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = Worker(monkeypatch, command_max_attempts=2)
+    worker.platform.fail["send"].extend([busy("send", retry_after=0), busy("send", retry_after=0)])
+    worker.platform.fail["end"].append(PlatformError("end", "gone", http_status=404))
+    await worker.run(
+        start("c1", "r1"),
+        send("c2", "r1"),  # retries exhausted
+        start("c3", "r1"),  # already active
+        send("c4", "nobody"),  # never started
+        end("c5", "r1"),  # refused by 8x8
+        send("c6", "r1"),  # succeeds
+    )
+    failed = sorted(answer["command_id"] for answer in worker.results() if answer["status"] == "FAILED")
+    assert failed == ["c2", "c3", "c4", "c5"]
+    copies = sorted(int(dict(copy.headers or [])["__connect.errors.offset"]) for copy in worker.dlq())
+    assert copies == [1, 2, 3, 4]  # the offsets of c2..c5, each once
+
+
+@pytest.mark.parametrize("due", [True, False])
+async def test_an_auto_end_runs_only_while_the_conversation_is_still_due(monkeypatch: pytest.MonkeyPatch, due: bool) -> None:
+    worker = Worker(monkeypatch, command_auto_end_s=60)
+    await worker.run(start("c1", "r1"))
+    left_at = now_ms() - (61_000 if due else 1_000)
+    worker.table["r1"] = dataclasses.replace(
+        Conversation.from_dict(worker.table["r1"]), status=Status.AGENT_LEFT, agent_left_at=left_at
+    ).to_dict()
+    await worker.run(end(f"auto-end:r1:{left_at}", "r1"))
+    answer = worker.results()[-1]
+    assert (answer["status"], answer["error_code"]) == (("SUCCEEDED", None) if due else ("FAILED", "AUTO_END_CANCELLED"))
+    assert worker.platform.ended == (["cid-1"] if due else [])
