@@ -230,6 +230,23 @@ _WAIT = typer.Option(
 _TIMEOUT = typer.Option(60.0, "--timeout", min=0.1, help="Seconds --wait waits for the result.")
 
 
+@send_app.callback()
+def send_options(
+    traceparent: str | None = typer.Option(
+        None, "--traceparent", help="W3C trace context the commands carry (so do their results, transcripts, 8x8 requests)."
+    ),
+) -> None:
+    """Publish conversation commands to chat.commands."""
+    from connector import tracing
+
+    if traceparent is not None:
+        try:
+            tracing.current.set(tracing.checked(traceparent))  # the publisher sends it with each command
+        except ValueError as exc:
+            typer.echo(f"error: --traceparent: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
 @send_app.command("start")
 def send_start(
     ref: str = typer.Option(..., "--ref", help="Your conversation reference (the record key)."),

@@ -8,7 +8,8 @@
         publisher.end("order-42")
 
 Each call returns once Kafka has acknowledged the command (`PublishError` if it did not), with the
-command id. For bulk publishing, `CommandPublisher(wait=False)` returns at once and `flush()` (or
+command id. Inside `with connector.tracing.traced(traceparent):` commands carry that W3C trace
+context, which their results, transcripts and 8x8 requests then carry too. For bulk publishing, `CommandPublisher(wait=False)` returns at once and `flush()` (or
 leaving the `with` block) waits for every acknowledgement and raises if any command was not taken.
 Values are Avro in the Confluent wire format under the schema registered for `chat.commands`; the
 key is the conversation ref, so commands of one conversation stay in order. `ResultWatcher` waits
@@ -37,6 +38,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
+from connector import tracing
 from connector.config import Settings, load_settings
 from connector.kafka_errors import KafkaAccessError, check, describe, probe
 from connector.schemas import AvroCodec, SchemaError, plain
@@ -210,7 +212,9 @@ class CommandPublisher:
         """
         command_id, value = self.encode(ref, kind, body, command_id)
         try:
-            delivery = self._producer.send(self.settings.topic_commands, key=ref.encode(), value=value)
+            delivery = self._producer.send(
+                self.settings.topic_commands, key=ref.encode(), value=value, headers=tracing.kafka_headers()
+            )
             if self._wait:
                 delivery.get(timeout=(_DELIVERY_TIMEOUT_MS + _MAX_BLOCK_MS) / 1000)
         except KafkaError as exc:
@@ -408,7 +412,9 @@ class AsyncCommandPublisher:
             raise RuntimeError("AsyncCommandPublisher is not open: use `async with` or await open() first")
         command_id, value = _encode(self._codec, ref, kind, body, command_id)
         try:
-            delivery = await self._producer.send(self.settings.topic_commands, key=ref.encode(), value=value)
+            delivery = await self._producer.send(
+                self.settings.topic_commands, key=ref.encode(), value=value, headers=tracing.kafka_headers()
+            )
             if self._wait:
                 await delivery
         except Exception as exc:  # aiokafka raises many kinds

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 
 import httpx
 import pytest
-from kafka import KafkaProducer
 
 from connector import tracing
 from connector.client import CommandPublisher
@@ -17,6 +20,16 @@ from tests.support.env import settings_of
 from tests.support.topics import TopicReader
 
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_malformed_traceparent_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="is not a W3C traceparent"):
+        tracing.traced("00-abc")
+    sent = subprocess.run(
+        [sys.executable, "-m", "connector", "send", "--traceparent", "nope", "end", "--ref", "r"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert sent.returncode == 2 and "--traceparent: 'nope' is not a W3C traceparent" in sent.stderr
 
 
 def test_only_a_well_formed_traceparent_is_taken() -> None:
@@ -52,25 +65,26 @@ def test_results_and_transcripts_carry_the_commands_traceparent(sandbox, connect
     settings = settings_of(env)
     ref = f"trace-{uuid.uuid4().hex[:8]}"
     publisher = CommandPublisher(settings)
-    producer = KafkaProducer(**settings.kafka_python_config(), acks="all")
-    ids = []
-    for kind, body in (("StartConversation", {"customer": {"name": "Ann"}}), ("EndConversation", {})):
-        command_id, value = publisher.encode(ref, kind, body)
-        producer.send(settings.topic_commands, key=ref.encode(), value=value, headers=[("traceparent", TRACE.encode())]).get(30)
-        ids.append(command_id)
-    untraced = publisher.message(ref, "after the end")  # no header: its result carries none
-    producer.close()
+    with tracing.traced(TRACE):
+        ids = [publisher.start(ref, name="Ann"), publisher.end(ref)]
+    ids.append(publisher.message(ref, "after the end"))  # outside the block: no header, and its result carries none
     publisher.close()
+    other = "00-11111111111111111111111111111111-2222222222222222-01"
+    sent = subprocess.run(
+        [sys.executable, "-m", "connector", "send", "--traceparent", other, "message", "--ref", ref, "--text", "hi", "--wait"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert sent.returncode == 1 and json.loads(sent.stdout)["error_code"] == "ENDED", sent.stderr
 
     results = TopicReader(env, settings.topic_command_results, None)
     transcripts = TopicReader(env, settings.topic_transcripts, None)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (len(results.records) < 3 or not transcripts.records):
+    while time.monotonic() < deadline and (len(results.records) < 4 or not transcripts.records):
         results.poll(0.5)
         transcripts.poll(0.2)
-    assert len(results.records) == 3 and len(transcripts.records) == 1
+    assert len(results.records) == 4 and len(transcripts.records) == 1
     traced = [dict(record.headers).get("traceparent") for record in results.records]
-    assert traced == [TRACE.encode(), TRACE.encode(), None], f"{ids + [untraced]}"
+    assert traced == [TRACE.encode(), TRACE.encode(), None, other.encode()], ids
     assert dict(transcripts.records[0].headers)["traceparent"] == TRACE.encode()
     results.close()
     transcripts.close()
