@@ -8,9 +8,10 @@
         publisher.end("order-42")
 
 Each call returns once Kafka has acknowledged the command (`PublishError` if it did not), with the
-command id. Inside `with connector.tracing.traced(traceparent):` commands carry that W3C trace
-context, which their results, transcripts and 8x8 requests then carry too. For bulk publishing, `CommandPublisher(wait=False)` returns at once and `flush()` (or
+command id. For bulk publishing, `CommandPublisher(wait=False)` returns at once and `flush()` (or
 leaving the `with` block) waits for every acknowledgement and raises if any command was not taken.
+Inside `with connector.tracing.traced(traceparent):` commands carry that W3C trace context, which
+their results, transcripts and 8x8 requests then carry too.
 Values are Avro in the Confluent wire format under the schema registered for `chat.commands`; the
 key is the conversation ref, so commands of one conversation stay in order. `ResultWatcher` waits
 for the `CommandResult` of a command id.
