@@ -101,9 +101,6 @@ class FakePlatform:
 
         return await self._call("read_back", conversation_id, act)
 
-    async def aclose(self) -> None:
-        pass
-
     def made(self, operation: str) -> list[Any]:
         """The arguments of every `operation` call made, in order."""
         return [argument for name, argument in self.calls if name == operation]
@@ -201,9 +198,6 @@ class FakePublished:
     def forget(self) -> None:
         pass
 
-    async def close(self) -> None:
-        pass
-
 
 @dataclass
 class FakeMessage:
@@ -246,7 +240,7 @@ class Worker:
         monkeypatch.setattr(processor, "open_platform", lambda _settings: self.platform)
         self.processor = processor.CommandProcessor(self.connector)  # type: ignore[arg-type]
         self.published = FakePublished()
-        self.processor.runner.published = self.published  # type: ignore[assignment]
+        self.processor.published = self.processor.runner.published = self.published  # type: ignore[assignment]
         self.acked: list[int] = []
         self._offsets = itertools.count()
 
