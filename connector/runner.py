@@ -22,7 +22,7 @@ from connector import attachments, results, status, tracing, transcripts
 from connector.attachments import AttachmentUnavailable
 from connector.app import Connector
 from connector.auto_end import AUTO_END_PREFIX, AutoEnd
-from connector.command import Command, message_of, new_conversation, refusal, unsupported
+from connector.command import Command, Message, message_of, new_conversation, refusal, unsupported
 from connector.eightbyeight import File, InvalidCommand, Platform, PlatformError, ReadBack, RetryPolicy, retrying
 from connector.lanes import Ticket
 from connector.ownership import Ownership, Revoked
@@ -200,20 +200,15 @@ class CommandRunner:
         command = job.command
         try:
             message = message_of(command, self.settings.command_attachment_max_bytes)
-            files = message.files + tuple([await self._fetch(*item) for item in message.to_fetch])
         except InvalidCommand as exc:
             await self._refuse(job, existing, "INVALID_COMMAND", str(exc))
             return
-        except AttachmentUnavailable as exc:
-            await self._refuse(job, existing, "ATTACHMENT_UNAVAILABLE", str(exc))
-            return
-        text, author_type, cards = message.text, message.author_type, message.cards
         conversation_id = existing.conversation_id
         assert conversation_id is not None
         if existing.sending == command.command_id and existing.sending_at is not None:
             since = existing.sending_at
             try:
-                found = await retrying(self.policy, lambda: self._on_8x8(job, lambda: self._was_sent(conversation_id, text, author_type, since)))
+                found = await retrying(self.policy, lambda: self._on_8x8(job, lambda: self._was_sent(conversation_id, message, since)))
             except PlatformError as exc:
                 exc.message = f"could not check on 8x8 whether the message was sent before a restart: {exc.message}"
                 await self._conclude(job, self._failure(job, exc, conversation_id=conversation_id), _unchanged)
@@ -225,6 +220,12 @@ class CommandRunner:
         else:
             now = now_ms()
             await self._write(job, lambda current: dataclasses.replace(current, sending=command.command_id, sending_at=now))
+        try:
+            files = message.files + tuple([await self._fetch(*item) for item in message.to_fetch])
+        except AttachmentUnavailable as exc:
+            await self._refuse(job, existing, "ATTACHMENT_UNAVAILABLE", str(exc))
+            return
+        text, author_type, cards = message.text, message.author_type, message.cards
         await self._call(job, conversation_id, lambda cid: self.platform.send(cid, text, author_type, files=files, cards=cards))
 
     async def _fetch(self, name: str, content_type: str, url: str) -> File:
@@ -232,14 +233,17 @@ class CommandRunner:
             name, content_type, url, max_bytes=self.settings.command_attachment_max_bytes, timeout_s=self.settings.platform_timeout_s
         )
 
-    async def _was_sent(self, conversation_id: str, text: str, author_type: str, since_ms: int) -> bool:
-        """Whether 8x8 holds a message of `author_type` with `text` created since the intent (less clock skew)."""
+    async def _was_sent(self, conversation_id: str, message: Message, since_ms: int) -> bool:
+        """Whether 8x8 holds a message of the author with the text (and files of the names) created since the
+        intent (less clock skew)."""
         earliest = since_ms - _SEND_CLOCK_SKEW_MS
+        names = [file.name for file in message.files] + [name for name, _, _ in message.to_fetch]
         return any(
-            message["text"] == text
-            and (message["author_type"] or "").lower() == author_type
-            and (message["created_at"] is None or message["created_at"] >= earliest)
-            for message in await self.platform.messages(conversation_id)
+            held["text"] == message.text
+            and (held["author_type"] or "").lower() == message.author_type
+            and (held["created_at"] is None or held["created_at"] >= earliest)
+            and [attachment["file_name"] for attachment in held.get("attachments") or ()] == names
+            for held in await self.platform.messages(conversation_id)
         )
 
     async def _call(self, job: Job, conversation_id: str, call: Callable[[str], Any] | None) -> bool:
