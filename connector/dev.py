@@ -23,38 +23,36 @@ __all__ = ["run_dev"]
 SANDBOX_API_KEY = "sandbox-api-key"
 SANDBOX_API_SECRET = "sandbox-api-secret"
 SANDBOX_TENANT = "sandbox-tenant"
+SANDBOX_QUEUE = "101"  # the sandbox's default queue
 
 
 def run_dev(settings: Settings, *, sandbox_port: int, generation: Generation, echo: Callable[[str], None]) -> int:
-    """Start the sandbox, then a worker pointed at it; wait until Ctrl-C or one of them exits."""
+    """Start the sandbox, set it up for the worker (`connector platform setup`), then start the worker;
+    wait until Ctrl-C or one of them exits."""
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     webhook_url = f"http://127.0.0.1:{settings.web_port}/webhooks/8x8"
     children: list[subprocess.Popen] = []
     signal.signal(signal.SIGTERM, _interrupt)  # a TERM (e.g. from `timeout`) stops the children too
+    platform = {
+        "CONNECTOR_PLATFORM_GENERATION": generation.value,
+        "CONNECTOR_PLATFORM_BASE_URL": sandbox_url,
+        "CONNECTOR_PLATFORM_ALLOW_INSECURE_HTTP": "true",  # the sandbox speaks plain HTTP
+        "CONNECTOR_PLATFORM_TENANT_ID": SANDBOX_TENANT,
+        "CONNECTOR_PLATFORM_API_KEY": SANDBOX_API_KEY,
+        "CONNECTOR_PLATFORM_API_SECRET": SANDBOX_API_SECRET,
+    }
     try:
         children.append(
             _spawn(
-                ["sandbox", "--port", str(sandbox_port), "--webhook-url", webhook_url, "--tenant", SANDBOX_TENANT,
+                ["sandbox", "--port", str(sandbox_port), "--tenant", SANDBOX_TENANT,
                  "--api-key", SANDBOX_API_KEY, "--api-secret", SANDBOX_API_SECRET],
                 {},
             )
         )
-        info = _wait_for_json(f"{sandbox_url}/_sandbox/info", children[0])
-        channel_id = info[generation.value]["channels"][0]
+        _wait_for_json(f"{sandbox_url}/_sandbox/info", children[0])
+        channel_id = _set_up(platform, webhook_url.removesuffix("/webhooks/8x8"))
         children.append(
-            _spawn(
-                ["worker"],
-                {
-                    "CONNECTOR_PLATFORM_GENERATION": generation.value,
-                    "CONNECTOR_PLATFORM_BASE_URL": sandbox_url,
-                    "CONNECTOR_PLATFORM_ALLOW_INSECURE_HTTP": "true",  # the sandbox speaks plain HTTP
-                    "CONNECTOR_PLATFORM_TENANT_ID": SANDBOX_TENANT,
-                    "CONNECTOR_PLATFORM_API_KEY": SANDBOX_API_KEY,
-                    "CONNECTOR_PLATFORM_API_SECRET": SANDBOX_API_SECRET,
-                    "CONNECTOR_PLATFORM_CHANNEL_ID": channel_id,
-                    "CONNECTOR_WORKER_SERVE_WEBHOOKS": "true",
-                },
-            )
+            _spawn(["worker"], {**platform, "CONNECTOR_PLATFORM_CHANNEL_ID": channel_id, "CONNECTOR_WORKER_SERVE_WEBHOOKS": "true"})
         )
         _wait_for_json(f"http://127.0.0.1:{settings.web_port}/healthz", children[1], timeout=120)
         echo(_banner(settings, sandbox_url, webhook_url, generation, channel_id))
@@ -65,6 +63,21 @@ def run_dev(settings: Settings, *, sandbox_port: int, generation: Generation, ec
         return 0
     finally:
         _stop(children)
+
+
+def _set_up(platform: dict[str, str], public_url: str) -> str:
+    """`connector platform setup` against the sandbox, as for 8x8 itself: the web-hook to the worker and
+    a channel on the sandbox's queue; the channel id."""
+    done = subprocess.run(
+        [sys.executable, "-m", "connector", "platform", "setup", "--public-url", public_url, "--queue", SANDBOX_QUEUE],
+        env={**os.environ, **platform},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"error: connector platform setup failed: {done.stderr.strip()}")
+    return done.stdout.strip().splitlines()[-1].removeprefix("CONNECTOR_PLATFORM_CHANNEL_ID=")
 
 
 def _interrupt(signum: int, frame: object) -> None:
