@@ -28,6 +28,7 @@ __all__ = [
     "key_partition",
     "message_generation",
     "on_rebalance_start",
+    "fetch_only_active_partitions",
     "raw_key_table",
     "refresh_metadata",
     "resume_streams_after_seek",
@@ -92,6 +93,50 @@ def resume_streams_after_seek(app: faust.App) -> None:
         return consumer
 
     app._new_consumer = consumer_resuming_streams_after_seek  # type: ignore[method-assign]
+
+
+def fetch_only_active_partitions(app: faust.App) -> None:
+    """Never let Faust's fetcher take the records of a paused partition from aiokafka.
+
+    Faust's fetcher passes its live set of active partitions to aiokafka's `Fetcher.fetched_records`,
+    which waits for records in the consumer thread and returns those of the partitions in the set,
+    or of every partition when the set is empty (`if partitions and tp not in partitions`). Faust
+    empties the set while a rebalance ends (every partition paused at the assignment, then the
+    changelogs paused again once restored, before standbys or streams resume); a wait that began
+    before then returns the records aiokafka prefetched for the paused stream partitions, and Faust
+    drops them (`Consumer.getmany` hands out only active partitions' records) with aiokafka's position
+    already past them. Where a committed offset exists the seek after the restore goes back for them;
+    in a partition nobody committed yet they are lost: the stream waits on records that never come.
+    Here aiokafka sees the same live set, except that it is never empty.
+    """
+    new_consumer = app._new_consumer
+
+    def consumer_fetching_only_active_partitions() -> Any:
+        consumer = new_consumer()
+        getmany = consumer._getmany
+
+        async def getmany_of_active(active_partitions: Any, timeout: float) -> Any:
+            return await getmany(_NeverEmpty(active_partitions), timeout)
+
+        consumer._getmany = getmany_of_active
+        return consumer
+
+    app._new_consumer = consumer_fetching_only_active_partitions  # type: ignore[method-assign]
+
+
+class _NeverEmpty:
+    """A live view of a set of partitions that is true even when the set is empty (see `fetch_only_active_partitions`)."""
+
+    __slots__ = ("_tps",)
+
+    def __init__(self, tps: Any) -> None:
+        self._tps = tps
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: Any) -> bool:
+        return tp in self._tps
 
 
 def message_generation(message: Any) -> int:
@@ -215,6 +260,9 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("store_set", "faust.tables.base.Collection", "data"),
     ("store_persisted", "faust.stores.base.Store", "set_persisted_offset"),
     ("refresh_metadata", "aiokafka.client.AIOKafkaClient", "force_metadata_update"),
+    ("fetch_only_active_partitions", "faust.app.base.App", "_new_consumer"),
+    ("fetch_only_active_partitions", "faust.transport.consumer.ThreadDelegateConsumer", "_getmany"),
+    ("fetch_only_active_partitions", "aiokafka.consumer.fetcher.Fetcher", "fetched_records"),
     ("resume_streams_after_seek", "faust.app.base.App", "_new_consumer"),
     ("resume_streams_after_seek", "faust.transport.consumer.Consumer", "resume_partitions"),
     ("resume_streams_after_seek", "faust.transport.consumer.Consumer", "resume_flow"),

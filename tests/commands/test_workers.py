@@ -10,6 +10,7 @@ move to another worker mid-flight.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,9 +20,12 @@ import time
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
 
+from connector._faust_compat import _NeverEmpty
 from connector.app import REFS_TABLE
+from connector.topics import create_topics
 from tests.commands.conftest import (
     Results,
     assert_each_ref_created_once_and_sent_in_order,
@@ -173,3 +177,34 @@ def test_a_worker_restoring_its_tables_runs_every_command_waiting_for_it(
         producer.close()
     assert_exactly_one_result(by_id, ids)
     assert_each_ref_created_once_and_sent_in_order(sandbox, generation, earlier + refs, 1)
+
+
+async def test_the_fetcher_leaves_the_records_of_paused_partitions_to_aiokafka(settings_env) -> None:
+    """aiokafka's `fetched_records` returns the records of every partition when the set of partitions it is given
+    is empty, as Faust's fetcher gives it while a rebalance ends with every partition paused; Faust then drops
+    them, aiokafka's position past them. The live view the connector gives instead is never empty
+    (`_faust_compat.fetch_only_active_partitions`): the records stay for when their partition is resumed."""
+    settings = settings_of(settings_env)
+    create_topics(settings)
+    topic = settings.topic_commands
+    producer = KafkaProducer(**settings.kafka_python_config())
+    for partition in (0, 1):
+        producer.send(topic, key=b"k", value=b"v", partition=partition)
+    producer.flush()
+    producer.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+        consumer.assign([first, second])
+        await consumer.seek_to_beginning(first, second)
+        active: set[TopicPartition] = {first}
+        fetcher = consumer._fetcher
+        assert list(await fetcher.fetched_records(active, timeout=10)) == [first]
+        await asyncio.sleep(1)  # the second partition's record is fetched meanwhile
+        active.clear()  # every partition paused
+
+        assert await fetcher.fetched_records(_NeverEmpty(active), timeout=1) == {}
+        assert list(await fetcher.fetched_records(active, timeout=1)) == [second], "aiokafka no longer returns every record for an empty set"
+    finally:
+        await consumer.stop()
