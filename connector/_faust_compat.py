@@ -35,6 +35,7 @@ __all__ = [
     "settle_unacked",
     "store_pop",
     "store_set",
+    "table_keys",
     "store_persisted",
 ]
 
@@ -174,9 +175,9 @@ def key_partition(app: faust.App, topic: str, key: bytes) -> TP:
     return app.producer.key_partition(topic, key)
 
 
-def raw_key_table(app: faust.App, name: str, partitions: int, config: dict[str, str]) -> faust.Table:
-    """A table keyed by str whose changelog keys are raw UTF-8, like the topics' keys, its changelog
-    created with the topic settings `config` when Faust creates it.
+def raw_key_table(app: faust.App, name: str, partitions: int, **options: Any) -> faust.Table:
+    """A table keyed by str whose changelog keys are raw UTF-8, like the topics' keys; `options` are
+    `App.Table`'s own (its changelog's topic settings, its store's options).
 
     Faust would JSON-encode str keys (`"ref"` with quotes) and so hash them to another partition
     than the same key on chat.commands; `App.Table` takes no key serializer, so the table is built
@@ -190,7 +191,7 @@ def raw_key_table(app: faust.App, name: str, partitions: int, config: dict[str, 
         beacon=app.tables.beacon,
         partitions=partitions,
         key_type=str,
-        extra_topic_configs=config,
+        **options,
     )
     table.key_serializer = "raw"
     return app.tables.add(table)
@@ -219,6 +220,17 @@ def store_pop(table: faust.Table, key: str, partition: int) -> Any:
     """Remove `key` from the table's store without a changelog send; its value, or None."""
     with in_partition(partition):
         return table.data.pop(key, None)
+
+
+def table_keys(table: faust.Table) -> Iterator[str]:
+    """The keys of the table's store, safe to walk across awaits: a copy of the in-memory store's
+    dict (`faust.stores.memory.Store.data`, made by its `__post_init__`), which a write meanwhile
+    would break; else the store's own iterator (RocksDB's reads a snapshot, so the writes made
+    meanwhile do not disturb it). Faust's `keys()` walks the in-memory dict itself."""
+    store = table.data
+    if isinstance(getattr(store, "data", None), dict):
+        return iter(list(store.data))
+    return iter(store.keys())
 
 
 def store_persisted(table: faust.Table, topic_partition: Any, offset: int) -> None:
@@ -259,6 +271,7 @@ RELIED_ON: tuple[tuple[str, str, str], ...] = (
     ("in_partition", "faust.streams", "_current_event"),
     ("store_set", "faust.tables.base.Collection", "data"),
     ("store_persisted", "faust.stores.base.Store", "set_persisted_offset"),
+    ("table_keys", "faust.stores.memory.Store", "__post_init__"),
     ("refresh_metadata", "aiokafka.client.AIOKafkaClient", "force_metadata_update"),
     ("fetch_only_active_partitions", "faust.app.base.App", "_new_consumer"),
     ("fetch_only_active_partitions", "faust.transport.consumer.ThreadDelegateConsumer", "_getmany"),

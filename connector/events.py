@@ -254,9 +254,9 @@ class _EventAgent:
             self._order_generation = generation
             self._order.clear()
             now = _now_ms()
-            # [partition, seq, published at]; an id remembered without its time counts from now.
-            entries = sorted((entry[1], eid, entry[0], entry[2] if len(entry) > 2 else now) for eid, entry in self._seen.items())
-            for seq, eid, owner, at in entries:
+            # [partition, seq, published at], oldest first; an id remembered without its time counts from now.
+            entries = sorted((entry[2] if len(entry) > 2 else now, entry[1], eid, entry[0]) for eid, entry in self._seen.items())
+            for at, seq, eid, owner in entries:
                 self._order.setdefault(owner, collections.deque()).append((eid, at))
                 self._seq = max(self._seq, seq)
         return self._order.setdefault(partition, collections.deque())

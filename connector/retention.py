@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -108,7 +108,7 @@ class Sweeper:
         table = self._connector.conversations
         retention_s = self._connector.settings.state_retention_s
         deleted = 0
-        keys = _keys(table)
+        keys = compat.table_keys(table)
         while batch := list(itertools.islice(keys, SLICE)):
             due = [(key, value) for key in batch if expired(value := table.get(key), now_ms, retention_s)]
             if due:
@@ -165,12 +165,3 @@ class Sweeper:
 def _settled(app: Any) -> bool:
     """Not rebalancing, and the tables of the active partitions are recovered."""
     return not app.rebalancing and app.tables.actives_ready
-
-
-def _keys(table: Any) -> Iterator[str]:
-    """The table's keys, safe to walk across awaits: a copy of an in-memory store's, RocksDB's own iterator
-    (which reads a snapshot and so tolerates the deletes made meanwhile)."""
-    store = table.data
-    if isinstance(getattr(store, "data", None), dict):
-        return iter(list(store.data))
-    return iter(store.keys())

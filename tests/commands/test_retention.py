@@ -88,6 +88,25 @@ def test_changelogs_are_created_compacted_with_the_retention_settings(settings: 
         assert configs == CHANGELOG_CONFIG, name
 
 
+def test_a_worker_creates_missing_changelogs_with_the_retention_settings(
+    start_sandbox, settings_env, worker_port, start_worker
+) -> None:
+    """Where nobody ran `topics create` and the worker's principal may create topics, Faust creates the changelogs."""
+    sandbox = start_sandbox()
+    env = {
+        **settings_env,
+        "CONNECTOR_WEB_PORT": str(worker_port),
+        "CONNECTOR_PLATFORM_GENERATION": "chat-gateway-v1",
+        "CONNECTOR_PLATFORM_BASE_URL": sandbox.url,
+        "CONNECTOR_PLATFORM_TENANT_ID": "sandbox-tenant",
+        "CONNECTOR_PLATFORM_CHANNEL_ID": sandbox.channel("chat-gateway-v1"),
+    }
+    settings = settings_of(env)
+    start_worker(env)
+    for name, configs in _configs(settings, changelog_topics(settings), CHANGELOG_CONFIG).items():
+        assert configs == CHANGELOG_CONFIG, name
+
+
 def test_an_existing_changelog_gets_the_settings_it_lacks(settings: Settings) -> None:
     """A deployment made before: its changelogs are compacted and nothing more; `topics create` sets the rest."""
     old = changelog_topics(settings)[0]
