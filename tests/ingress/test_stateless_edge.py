@@ -1,0 +1,188 @@
+"""`connector edge` on its own: no consumer group, no Faust; it keeps answering 2xx while every worker restarts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import httpx
+import pytest
+from kafka.admin import KafkaAdminClient
+
+from tests.support.env import free_port
+from tests.support.topics import wait_consumed
+from tests.ingress.conftest import (
+    admin_url,
+    chat_events,
+    consume,
+    post,
+    publish_mapping,
+    settings_of,
+    signed_headers,
+    wait_for,
+    worker_url,
+)
+
+pytestmark = pytest.mark.kafka
+
+CONVERSATIONS = 4
+# As Kubernetes does: SIGKILL for a worker still running this long after its SIGTERM.
+GRACE_S = 60
+# A stopped worker hands its partitions over in seconds.
+FAST_GROUP = {
+    "CONNECTOR_KAFKA_SESSION_TIMEOUT_S": "6",
+    "CONNECTOR_KAFKA_HEARTBEAT_INTERVAL_S": "1",
+    "CONNECTOR_KAFKA_REBALANCE_TIMEOUT_S": "10",
+}
+
+
+def text_event(conversation: str, text: str) -> bytes:
+    event = {"eventType": "TEXT", "messageType": "AGENT", "conversationId": conversation,
+             "timestamp": time.time_ns() // 1_000_000, "agentId": "a1", "agentName": "Ann", "message": text}
+    return json.dumps(event).encode()
+
+
+def worker_env(ingress_env: dict[str, str]) -> dict[str, str]:
+    """A worker of the test's connector that leaves webhooks to the edge, on ports of its own."""
+    return {
+        **ingress_env,
+        **FAST_GROUP,
+        "CONNECTOR_WORKER_SERVE_WEBHOOKS": "false",
+        "CONNECTOR_WEB_PORT": str(free_port()),
+        "CONNECTOR_ADMIN_PORT": str(free_port()),
+    }
+
+
+def is_ready(env: dict[str, str]) -> bool:
+    try:
+        return httpx.get(f"{worker_url(env)}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Poster:
+    """Signed webhooks posted to the edge one after another from a thread, every answer (or failure) kept."""
+
+    def __init__(self, env: dict[str, str], key, kid: str) -> None:
+        self._url = f"{worker_url(env)}/webhooks/8x8"
+        self._key, self._kid = key, kid
+        self._stop = threading.Event()
+        self.sent: dict[str, list[str]] = {f"conv-{i}": [] for i in range(CONVERSATIONS)}
+        self.answers: list[int | str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Poster":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def total(self) -> int:
+        return sum(len(texts) for texts in self.sent.values())
+
+    def _run(self) -> None:
+        n = 0
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                conversation = f"conv-{n % CONVERSATIONS}"
+                text = f"message {n} {uuid.uuid4().hex[:6]}"
+                body = text_event(conversation, text)
+                try:
+                    status: int | str = client.post(
+                        self._url, content=body, headers=signed_headers(body, self._key, self._kid)
+                    ).status_code
+                except httpx.HTTPError as exc:  # a timeout or a refused connection is a failed answer too
+                    status = type(exc).__name__
+                self.answers.append(status)
+                if status == 204:
+                    self.sent[conversation].append(text)
+                n += 1
+                time.sleep(0.01)
+
+
+def test_edge_alone(ingress_env, sandbox, start_edge):
+    """Webhooks accepted and appended with no worker running; no consumer group; metrics on the admin port only."""
+    env = ingress_env
+    settings = settings_of(env)
+    edge = start_edge(env)
+    ready = httpx.get(f"{worker_url(env)}/readyz", timeout=10).json()
+    assert ready == {"ready": True, "checks": {"kafka": True, "jwk": True, "schemas": True}}
+    body = text_event("conv-1", "hello")
+    assert post(env, body, signed_headers(body, sandbox.sandbox.key, sandbox.sandbox.kid)).status_code == 204
+    assert post(env, body, signed_headers(body, sandbox.sandbox.key, "no-such-kid")).status_code == 401
+    records = consume(settings, settings.topic_webhooks_raw, until=lambda got: len(got) >= 1, timeout=20)
+    assert [record.key for record in records] == [b"conv-1"]
+
+    metrics = httpx.get(f"{admin_url(env)}/metrics", timeout=10).text
+    assert 'connector_webhook_requests_total{outcome="accepted"} 1.0' in metrics
+    assert httpx.get(f"{worker_url(env)}/metrics", timeout=10).status_code == 404
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    try:
+        groups = {group["group_id"] for group in admin.list_groups()}
+    finally:
+        admin.close()
+    assert settings.app_id not in groups, "the edge must not join the workers' consumer group"
+
+    edge.send_signal(signal.SIGTERM)
+    assert edge.wait(15) == 0
+
+
+def test_edge_answers_2xx_while_every_worker_restarts(ingress_env, sandbox, start_worker, start_edge):
+    """Both workers SIGTERMed and restarted mid-stream: every POST to the edge gets 204, and each accepted
+    webhook reaches chat.events once, keyed by its ref, after the workers are back."""
+    settings = settings_of(ingress_env)
+    for i in range(CONVERSATIONS):
+        publish_mapping(settings, f"conv-{i}", f"ref-conv-{i}")
+    workers_env = [worker_env(ingress_env), worker_env(ingress_env)]
+    workers = [start_worker(env, timeout=90) for env in workers_env]
+    start_edge(ingress_env)
+    body = text_event("conv-0", "to a worker")
+    refused = post(workers_env[0], body, signed_headers(body, sandbox.sandbox.key, sandbox.sandbox.kid))
+    assert refused.status_code == 404, "a worker serves webhooks only when CONNECTOR_WORKER_SERVE_WEBHOOKS says so"
+
+    poster = Poster(ingress_env, sandbox.sandbox.key, sandbox.sandbox.kid).start()
+    try:
+        time.sleep(2)
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(GRACE_S)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        down_at = poster.total()
+        time.sleep(3)
+        assert poster.total() > down_at, "the edge must keep accepting while no worker runs"
+        edge_ready = httpx.get(f"{worker_url(ingress_env)}/readyz", timeout=10)
+        assert edge_ready.status_code == 200, edge_ready.text
+        # Together, as the chart's StatefulSet (podManagementPolicy: Parallel) restarts them.
+        for env in workers_env:
+            start_worker(env, wait_ready=False)
+        for env in workers_env:
+            wait_for(lambda: is_ready(env), timeout=90)
+        time.sleep(2)
+    finally:
+        poster.stop()
+
+    failed = [answer for answer in poster.answers if answer != 204]
+    assert not failed, f"{len(failed)} of {len(poster.answers)} answers were not 204: {sorted(set(map(str, failed)))}"
+    wait_consumed(ingress_env, settings.topic_webhooks_raw, timeout=120)  # the workers have finished every record
+    events = chat_events(settings, until=lambda got: len(got) > poster.total(), timeout=5)
+    keys = Counter(key for key, _ in events)
+    for conversation, texts in poster.sent.items():
+        got = [record["text"] for key, record in events if key == f"ref-{conversation}"]
+        assert got == texts, (conversation, len(got), len(texts), sorted(set(texts) - set(got))[:5], keys)
+        assert all(
+            record["conversation_ref"] == f"ref-{conversation}"
+            for key, record in events
+            if record["conversation_id"] == conversation
+        )
+    assert len(events) == poster.total()
