@@ -1,12 +1,16 @@
 """Webhook ingress benchmark: signed 8x8 webhooks over keep-alive connections, from wrk (a separate process).
 
-    .venv/bin/python bench/ingress.py [--duration 10] [--connections 16] [--threads 1]
+    .venv/bin/python bench/ingress.py [--duration 10] [--connections 64] [--threads 2]
 
-Needs the local stack (Kafka, registry) and `wrk` (Debian package `wrk`). In one run it measures
-  (a) a bare aiohttp handler answering 204, in its own process;
-  (b) the connector's edge (`connector worker`): JWS verification and an acknowledged append to Kafka;
-and, first, on a quiet worker, the end-to-end latency from POST to the ChatEvent on chat.events at a
-moderate rate.
+Needs the local stack (Kafka, registry) and `wrk` (Debian package `wrk`). In one run, each server in
+its own process on the same event loop (uvloop), it measures
+  (a) a bare aiohttp handler answering 204;
+  (b) a plain aiohttp handler that appends the body with the edge's producer settings (aiokafka,
+      acks=all, idempotent, linger 1 ms) and answers after the ack: the library floor;
+  (c) `connector edge`: JWS verification, Avro record, the acknowledged append;
+  (d) the same edge inside a worker (CONNECTOR_WORKER_SERVE_WEBHOOKS=true), the worker consuming;
+how long `connector edge` takes from its start to its first ready `/readyz`; and, on a quiet
+worker, the end-to-end latency from a POST to the edge to the ChatEvent on chat.events.
 Prints a JSON summary and the markdown rows for bench/RESULTS.md.
 """
 
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,16 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from kafka.admin import KafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from connector.config import KAFKA_MAX_REQUEST_BYTES  # noqa: E402
 from connector.topics import create_topics  # noqa: E402
 from connector.sandbox.config import SandboxConfig  # noqa: E402
 from connector.sandbox.server import start_sandbox  # noqa: E402
 from connector.sandbox.signing import sign  # noqa: E402
 from tests.support.avro import Avro, publish_mapping  # noqa: E402
 from tests.support.env import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
+from tests.support.topics import wait_consumed  # noqa: E402
 
 BENCH_CONVERSATIONS = 64
 
@@ -69,21 +77,46 @@ end
 """
 
 BARE = """
+import uvloop
 from aiohttp import web
 async def handle(request):
     await request.read()
     return web.Response(status=204)
 app = web.Application()
 app.router.add_post("/webhooks/8x8", handle)
-web.run_app(app, host="127.0.0.1", port={port}, access_log=None, print=None)
+web.run_app(app, host="127.0.0.1", port={port}, access_log=None, print=None, loop=uvloop.new_event_loop())
+"""
+
+# The library floor: what any aiohttp + aiokafka service pays for an acknowledged append.
+PLAIN = """
+import asyncio, uvloop
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+async def main():
+    producer = AIOKafkaProducer(bootstrap_servers={bootstrap!r}, acks="all", enable_idempotence=True, linger_ms=1,
+                                max_request_size={max_request_size})
+    await producer.start()
+    async def handle(request):
+        body = await request.read()
+        await (await producer.send({topic!r}, body, key=request.headers.get("x-8x8-event-id", "").encode()))
+        return web.Response(status=204)
+    app = web.Application()
+    app.router.add_post("/webhooks/8x8", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", {port}).start()
+    await asyncio.Event().wait()
+uvloop.run(main())
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of (a), (b), (c) back to back; medians reported")
+    parser.add_argument("--starts", type=int, default=5, help="starts of `connector edge` timed")
     parser.add_argument("--e2e-rate", type=float, default=50.0, help="events/s for the end-to-end latency")
     parser.add_argument("--e2e-seconds", type=float, default=10.0)
     args = parser.parse_args()
@@ -95,50 +128,132 @@ def main() -> None:
     env = _worker_env(sandbox)
     settings = settings_of(env)
     create_topics(settings)
+    plain_topic = f"{env['CONNECTOR_APP_ID']}-bench-plain"  # dropped with the app's own topics
+    admin = KafkaAdminClient(**settings.kafka_python_config())
+    admin.create_topics([NewTopic(plain_topic, settings.kafka_partitions, 1)])
+    admin.close()
+    for n in range(BENCH_CONVERSATIONS):  # the steady state: events of conversations the connector created
+        publish_mapping(settings, f"bench-conv-{n}", f"ref-bench-conv-{n}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
     lua = workdir / "ingress.lua"
     lua.write_text(LUA)
     requests_file = workdir / "requests.tsv"
     _write_requests(requests_file, sandbox, count=5000)
     results: dict[str, Any] = {}
+    processes: list[subprocess.Popen] = []
 
-    bare_port = free_port()
-    bare = subprocess.Popen([sys.executable, "-c", BARE.format(port=bare_port)])
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "connector", "worker"],
-        env={**os.environ, **env},
-        stdout=open(workdir / "worker.log", "wb"),
-        stderr=subprocess.STDOUT,
-    )
+    def spawn(name: str, command: list[str], extra: dict[str, str] | None = None) -> subprocess.Popen:
+        process = subprocess.Popen(command, env={**os.environ, **env, **(extra or {})},
+                                   stdout=open(workdir / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
+        processes.append(process)
+        return process
+
+    edge_command = [sys.executable, "-m", "connector", "edge"]
     try:
+        results["edge_start_ms"] = _start_times(spawn, edge_command, env, args.starts)
+        bare_port, plain_port = free_port(), free_port()
+        bare = spawn("bare", [sys.executable, "-c", BARE.format(port=bare_port)])
+        plain = spawn("plain", [sys.executable, "-c", PLAIN.format(
+            bootstrap=settings.kafka_bootstrap_servers, max_request_size=KAFKA_MAX_REQUEST_BYTES,
+            topic=plain_topic, port=plain_port)])
+        edge = spawn("edge", edge_command)
         _wait_ready(f"http://127.0.0.1:{bare_port}/webhooks/8x8", method="POST")
-        _wait_ready(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}/readyz")
-        # Latency first, on a quiet worker; then (a) and (b) back to back.
-        results["e2e"] = _end_to_end(env, settings, sandbox, args.e2e_rate, args.e2e_seconds)
-        for n in range(BENCH_CONVERSATIONS):  # the steady state: events of conversations the connector created
-            publish_mapping(settings, f"bench-conv-{n}", f"ref-bench-conv-{n}")
-        results["a_bare"] = _wrk(f"http://127.0.0.1:{bare_port}/webhooks/8x8", lua, requests_file, args)
-        results["b_edge"] = _wrk(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}/webhooks/8x8", lua, requests_file, args)
-        results["ratio_b_over_a"] = round(results["b_edge"]["events_per_s"] / results["a_bare"]["events_per_s"], 3)
+        _wait_ready(f"http://127.0.0.1:{plain_port}/webhooks/8x8", method="POST")
+        _wait_ready(f"{_url(env)}/readyz")
+        # (a), (b), (c) back to back, no worker running, in rounds: a load that comes and goes on the machine
+        # hits every target alike.
+        targets = {"a_bare": f"http://127.0.0.1:{bare_port}/webhooks/8x8",
+                   "b_plain": f"http://127.0.0.1:{plain_port}/webhooks/8x8", "c_edge": f"{_url(env)}/webhooks/8x8"}
+        for url in targets.values():  # warm-up, not counted: the first seconds of a fresh process and topic are slower
+            _wrk(url, lua, requests_file, args, seconds=5)
+        rounds = [{name: _wrk(url, lua, requests_file, args) for name, url in targets.items()} for _ in range(args.rounds)]
+        results["rounds"] = rounds
+        for name in targets:
+            results[name] = _median_run([r[name] for r in rounds])
+        results["ratio_c_over_b_per_round"] = [round(r["c_edge"]["events_per_s"] / r["b_plain"]["events_per_s"], 3) for r in rounds]
+        _stop(bare)
+        _stop(plain)
+        # A worker serving webhooks itself, once it has caught up with what (c) appended.
+        worker_env = {"CONNECTOR_WORKER_SERVE_WEBHOOKS": "true", "CONNECTOR_WEB_PORT": str(free_port()),
+                      "CONNECTOR_ADMIN_PORT": str(free_port())}
+        spawn("worker", [sys.executable, "-m", "connector", "worker"], worker_env)
+        _wait_ready(f"{_url(worker_env)}/readyz")
+        wait_consumed(env, settings.topic_webhooks_raw, timeout=600)
+        results["e2e"] = _end_to_end(f"{_url(env)}/webhooks/8x8", settings, sandbox, args.e2e_rate, args.e2e_seconds)
+        _stop(edge)
+        _write_requests(requests_file, sandbox, count=5000)  # signed anew: the first ones may be near the replay window's end
+        results["d_worker_edge"] = _wrk(f"{_url(worker_env)}/webhooks/8x8", lua, requests_file, args)
     finally:
-        for process in (bare, worker):
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for process in processes:
+            _stop(process)
         drop_topics([env])
+    a, b, c, d = (results[name]["events_per_s"] for name in ("a_bare", "b_plain", "c_edge", "d_worker_edge"))
+    results["ratio_c_over_b"] = round(c / b, 3)
+    results["ratio_c_over_a"] = round(c / a, 3)
+    results["ratio_d_over_b"] = round(d / b, 3)
     results["setup"] = {
         "cores": os.cpu_count(),
         "wrk": f"-t{args.threads} -c{args.connections} -d{args.duration}s",
         "partitions": env["CONNECTOR_KAFKA_PARTITIONS"],
     }
     print(json.dumps(results, indent=2))
-    a, b, e = results["a_bare"], results["b_edge"], results["e2e"]
-    print(f"| (a) bare aiohttp 204 | {a['events_per_s']:.0f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} |")
-    print(f"| (b) connector edge (verify + acked append) | {b['events_per_s']:.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} |")
-    print(f"| ratio b/a | {results['ratio_b_over_a']:.2f} | | |")
-    print(f"| POST -> chat.events at {e['rate']:.0f}/s ({e['events']} events) | | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} |")
+    rows = [("(a) bare aiohttp 204", "a_bare"), ("(b) aiohttp + aiokafka acks=all, answer after the ack", "b_plain"),
+            ("(c) `connector edge` (verify + Avro + acked append)", "c_edge"),
+            ("(d) the same edge inside a worker", "d_worker_edge")]
+    for label, name in rows:
+        r = results[name]
+        print(f"| {label} | {r['events_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
+    print(f"| ratio (c)/(b) | {results['ratio_c_over_b']:.2f} (rounds: {results['ratio_c_over_b_per_round']}) | | | |")
+    print(f"| ratio (c)/(a) | {results['ratio_c_over_a']:.2f} | | | |")
+    print(f"| ratio (d)/(b) | {results['ratio_d_over_b']:.2f} | | | |")
+    e, starts = results["e2e"], results["edge_start_ms"]
+    print(f"| POST -> chat.events at {e['rate']:.0f}/s ({e['events']} events) | | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | |")
+    print(f"| `connector edge` start to ready, ms (median, max of {len(starts['all'])}) | | {starts['median']:.0f} | {starts['max']:.0f} | |")
+    print(f"| CPU time of `connector edge` until ready, ms (median) | | {starts['cpu_median']:.0f} | | |")
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median throughput among `runs`."""
+    return sorted(runs, key=lambda run: run["events_per_s"])[len(runs) // 2]
+
+
+def _url(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}"
+
+
+def _start_times(spawn: Any, command: list[str], env: dict[str, str], starts: int) -> dict[str, Any]:
+    """Milliseconds from starting `connector edge` to its first 200 on /readyz, `starts` times; and the CPU time
+    the process had used by then (what the wall time comes down to on an idle machine)."""
+    times, cpu = [], []
+    for n in range(starts):
+        began = time.perf_counter()
+        process = spawn(f"edge-start-{n}", command)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{_url(env)}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.005)
+        else:
+            raise SystemExit("connector edge did not become ready in 30 s: see its log")
+        times.append(round((time.perf_counter() - began) * 1000))
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu.append(round((int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")))  # utime + stime
+        _stop(process)
+    return {"all": times, "median": statistics.median(times), "max": max(times), "cpu_ms": cpu,
+            "cpu_median": statistics.median(cpu)}
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _worker_env(sandbox: Any) -> dict[str, str]:
@@ -184,8 +299,8 @@ def _write_requests(path: Path, sandbox: Any, count: int) -> None:
             out.write("\t".join(fields) + "\n")
 
 
-def _wrk(url: str, lua: Path, requests_file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+def _wrk(url: str, lua: Path, requests_file: Path, args: argparse.Namespace, seconds: int | None = None) -> dict[str, Any]:
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds or args.duration}s", "--latency",
                "-s", str(lua), url, "--", str(requests_file)]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     summary = json.loads(next(line for line in output.splitlines() if line.startswith("WRK "))[4:])
@@ -195,7 +310,7 @@ def _wrk(url: str, lua: Path, requests_file: Path, args: argparse.Namespace) -> 
     return summary
 
 
-def _end_to_end(env: dict[str, str], settings: Any, sandbox: Any, rate: float, seconds: float) -> dict[str, Any]:
+def _end_to_end(url: str, settings: Any, sandbox: Any, rate: float, seconds: float) -> dict[str, Any]:
     """POST unique events at `rate`/s and time each until its ChatEvent is read from chat.events."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -224,7 +339,6 @@ def _end_to_end(env: dict[str, str], settings: Any, sandbox: Any, rate: float, s
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    url = f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}/webhooks/8x8"
     total = int(rate * seconds)
     with httpx.Client() as client:
         start = time.perf_counter()
