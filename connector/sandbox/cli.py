@@ -6,10 +6,14 @@ import asyncio
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from connector.sandbox.config import FaultConfig, FaultRule, SandboxConfig
-from connector.sandbox.server import RunningSandbox, start_sandbox
+
+if TYPE_CHECKING:
+    from connector.sandbox.server import RunningSandbox
 
 __all__ = ["sandbox_command"]
 
@@ -105,6 +109,8 @@ def sandbox_command(
 
 
 async def _serve(config: SandboxConfig) -> None:
+    from connector.sandbox.server import start_sandbox  # here: the other commands need not import the server
+
     running = await start_sandbox(config)
     try:
         typer.echo(_banner(running, config))
