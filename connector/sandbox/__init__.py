@@ -21,7 +21,7 @@ _MODULE_OF = {
 
 def __getattr__(name: str) -> Any:
     """The public names, imported on first use: every `connector` command imports the sandbox's CLI, and only
-    `connector sandbox` needs its server (a fifth of a second of imports for the others, `connector edge` too)."""
+    `connector sandbox` needs its server (the others, `connector edge` among them, start faster without it)."""
     if name not in _MODULE_OF:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(_MODULE_OF[name]), name)
