@@ -134,7 +134,10 @@ def test_edge_alone(ingress_env, sandbox, start_edge):
     assert edge.wait(15) == 0
 
 
-def test_edge_answers_2xx_while_every_worker_restarts(ingress_env, sandbox, start_worker, start_edge):
+# Together, as the chart's StatefulSet (podManagementPolicy: Parallel) restarts them; or one after the
+# other, so that the second one's joining moves partitions with a backlog the first one has begun.
+@pytest.mark.parametrize("restart", ["together", "one after the other"])
+def test_edge_answers_2xx_while_every_worker_restarts(ingress_env, sandbox, start_worker, start_edge, restart):
     """Both workers SIGTERMed and restarted mid-stream: every POST to the edge gets 204, and each accepted
     webhook reaches chat.events once, keyed by its ref, after the workers are back."""
     settings = settings_of(ingress_env)
@@ -163,9 +166,8 @@ def test_edge_answers_2xx_while_every_worker_restarts(ingress_env, sandbox, star
         assert poster.total() > down_at, "the edge must keep accepting while no worker runs"
         edge_ready = httpx.get(f"{worker_url(ingress_env)}/readyz", timeout=10)
         assert edge_ready.status_code == 200, edge_ready.text
-        # Together, as the chart's StatefulSet (podManagementPolicy: Parallel) restarts them.
         for env in workers_env:
-            start_worker(env, wait_ready=False)
+            start_worker(env, wait_ready=restart != "together", timeout=90)
         for env in workers_env:
             wait_for(lambda: is_ready(env), timeout=90)
         time.sleep(2)
