@@ -144,7 +144,11 @@ class WebhookProducer:
             max_request_size=KAFKA_MAX_REQUEST_BYTES,
             request_timeout_ms=max(int(self._timeout_s * 1000), 5000),
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # its client and sockets, which the failed start left open
+            raise
         await producer.client.add_topic(self._settings.topic_webhooks_raw)
         return producer
 

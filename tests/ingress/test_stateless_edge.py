@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
+from collections import Counter
 
 import httpx
 import pytest
@@ -132,6 +134,15 @@ def test_edge_alone(ingress_env, sandbox, start_edge):
 
     edge.send_signal(signal.SIGTERM)
     assert edge.wait(15) == 0
+
+
+def test_edge_exits_1_naming_kafka_when_it_cannot_start(ingress_env):
+    env = {**ingress_env, "CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}
+    edge = subprocess.run([sys.executable, "-m", "connector", "edge"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert edge.returncode == 1, edge.stderr[-2000:]
+    assert f"cannot start: Kafka at {env['CONNECTOR_KAFKA_BOOTSTRAP_SERVERS']}" in edge.stderr
+    assert "Unclosed" not in edge.stderr, "the failed producer is closed"
 
 
 # Together, as the chart's StatefulSet (podManagementPolicy: Parallel) restarts them; or one after the
