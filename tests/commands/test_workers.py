@@ -30,11 +30,10 @@ from tests.commands.conftest import (
     Results,
     assert_each_ref_created_once_and_sent_in_order,
     assert_exactly_one_result,
-    partition_of,
     publish_workload,
-    resumed_after,
 )
-from tests.conftest import free_port, settings_of
+from tests.support.env import free_port, settings_of
+from tests.support.topics import partition_of, resumed_after
 
 pytestmark = pytest.mark.kafka
 

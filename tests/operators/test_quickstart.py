@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from connector.topics import create_topics
-from tests.conftest import free_port, settings_of
+from tests.support.env import free_port, settings_of
 
 pytestmark = pytest.mark.kafka
 
