@@ -352,6 +352,9 @@ async def _read_limited(request: web.Request, limit: int, timeout_s: float) -> b
     """
     if request.content_length is not None and request.content_length > limit:
         return None
+    if request.content.is_eof():  # the whole body came with the headers (the usual case): nothing to wait for
+        whole = request.content.read_nowait()
+        return whole if len(whole) <= limit else None
     body = bytearray()
     async with asyncio.timeout(timeout_s):
         while chunk := await request.content.readany():
