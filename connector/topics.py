@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import time
 
@@ -81,12 +82,12 @@ def create_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
         existing = _partition_counts(admin, [spec.name for spec in specs])
         outcome: dict[str, str] = {}
         missing = [spec for spec in specs if spec.name not in existing]
-        changelogs = set(changelog_topics(settings))
         for spec in specs:
             if spec.name in existing:
                 outcome[spec.name] = f"exists ({existing[spec.name]} partitions)"
-                if spec.name in changelogs:
-                    outcome[spec.name] += _compaction_of(admin, spec.name)
+        changelogs = [name for name in changelog_topics(settings) if name in existing]
+        for name, done in (_compaction_of(admin, changelogs) if changelogs else {}).items():
+            outcome[name] += done
         for spec in missing:
             try:
                 admin.create_topics(
@@ -149,24 +150,48 @@ def partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
         admin.close()
 
 
-def _compaction_of(admin: KafkaAdminClient, topic: str) -> str:
-    """Give an existing changelog the settings of CHANGELOG_CONFIG it lacks; what was done, for the outcome."""
-    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(CHANGELOG_CONFIG))
-    try:
-        described = admin.describe_configs([resource], config_filter="all")["topic"][topic]
-        wrong = {name: value for name, value in CHANGELOG_CONFIG.items() if described.get(name, {}).get("value") != value}
+def _compaction_of(admin: KafkaAdminClient, topics: list[str]) -> dict[str, str]:
+    """Give existing changelogs the settings of CHANGELOG_CONFIG they lack; per topic, what was done (for the outcome)."""
+    described = _described(admin, topics)
+    done: dict[str, str] = {}
+    for topic in topics:
+        configs = described.get(topic, {})
+        if set(CHANGELOG_CONFIG) - set(configs):  # not allowed to read them: the broker leaves them out
+            done[topic] = _not_checked(topic, "not described")
+            continue
+        wrong = {name: value for name, value in CHANGELOG_CONFIG.items() if configs[name]["value"] != value}
         if not wrong:
-            return ""
-        answer = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=wrong)])["topic"][topic]
-    except KafkaError as exc:
-        answer = type(exc).__name__
-    if answer != "OK":
-        wanted = ", ".join(f"{name}={value}" for name, value in CHANGELOG_CONFIG.items())
-        return (
-            f"; its compaction settings could not be checked or set ({answer}): that needs DescribeConfigs and "
-            f"AlterConfigs on Topic {topic}; or set {wanted} with kafka-configs"
-        )
-    return f"; set {', '.join(f'{name}={value}' for name, value in wrong.items())}"
+            done[topic] = ""
+            continue
+        try:
+            answer = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=wrong)])["topic"][topic]
+        except KafkaError as exc:
+            answer = type(exc).__name__
+        done[topic] = f"; set {', '.join(f'{k}={v}' for k, v in wrong.items())}" if answer == "OK" else _not_checked(topic, answer)
+    return done
+
+
+def _described(admin: KafkaAdminClient, topics: list[str]) -> dict[str, dict[str, Any]]:
+    """The CHANGELOG_CONFIG settings of `topics` as the broker describes them. A topic created a moment ago
+    may come back without them for a while, and so does one the principal may not describe: given up after 3 s."""
+    resources = [ConfigResource(ConfigResourceType.TOPIC, topic, configs=dict.fromkeys(CHANGELOG_CONFIG)) for topic in topics]
+    deadline = time.monotonic() + 3
+    while True:
+        try:
+            described = admin.describe_configs(resources, config_filter="all")["topic"]
+        except KafkaError:
+            return {}
+        if all(set(CHANGELOG_CONFIG) <= set(described.get(topic, {})) for topic in topics) or time.monotonic() > deadline:
+            return described
+        time.sleep(0.3)
+
+
+def _not_checked(topic: str, why: str) -> str:
+    wanted = ", ".join(f"{name}={value}" for name, value in CHANGELOG_CONFIG.items())
+    return (
+        f"; its compaction settings could not be checked or set ({why}): that needs DescribeConfigs and "
+        f"AlterConfigs on Topic {topic}; or set {wanted} with kafka-configs"
+    )
 
 
 def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:

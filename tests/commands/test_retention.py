@@ -24,7 +24,8 @@ from connector.schemas import AvroCodec
 from connector.topics import changelog_topics, create_topics
 from tests.commands.conftest import Results
 from tests.commands.test_flow import _state, _wait_state
-from tests.support.env import settings_of
+from tests.secure.conftest import secure_env
+from tests.support.env import drop_topics, settings_of
 from tests.support.topics import TopicReader, read_to_end
 
 pytestmark = pytest.mark.kafka
@@ -122,6 +123,20 @@ def test_an_existing_changelog_gets_the_settings_it_lacks(settings: Settings) ->
     assert outcome[old].startswith("exists") and "; set " in outcome[old], outcome[old]
     assert _configs(settings, [old], CHANGELOG_CONFIG)[old] == CHANGELOG_CONFIG
     assert "; set " not in create_topics(settings)[old]  # nothing left to change
+
+
+def test_topics_create_says_which_acls_the_compaction_settings_need(tmp_path) -> None:
+    """A least-privileged principal (no DescribeConfigs, no AlterConfigs) gets the existing topics' outcome
+    with the ACLs to grant or the kafka-configs settings, not a failure."""
+    env = secure_env(uuid.uuid4().hex[:8], tmp_path, "sasl")
+    try:
+        create_topics(settings_of(env))
+        outcome = create_topics(settings_of(env))
+    finally:
+        drop_topics([env])
+    for name in changelog_topics(settings_of(env)):
+        assert "needs DescribeConfigs and AlterConfigs on Topic " + name in outcome[name], outcome[name]
+        assert "delete.retention.ms=86400000" in outcome[name]
 
 
 def _configs(settings: Settings, topics: list[str], expected: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
