@@ -158,6 +158,32 @@ def _configs(settings: Settings, topics: list[str], expected: dict[str, str] | N
 
 
 
+def test_a_conversation_with_a_command_in_its_lane_is_not_deleted(
+    start_sandbox, connector_env, start_worker, publisher_for, readers
+) -> None:
+    """Past its retention time, an ended conversation whose ref has a command running stays until the command
+    is answered (its result remembered in the entry), and goes the retention time after that."""
+    sandbox = start_sandbox("--exchanges", "0")
+    env = connector_env(sandbox, "chat-gateway-v1", state_retention_s=1, command_transcript_on_end="false")
+    start_worker(env)
+    publisher = publisher_for(env)
+    results: Results = readers(Results, env)
+    ref = f"busy-{uuid.uuid4().hex[:8]}"
+    started = publisher.start(ref, name="Ann Example")
+    publisher.flush()
+    results.wait_for([started], 30)
+    end = publisher.end(ref)
+    publisher.flush()
+    results.wait_for([end], 30)
+
+    sandbox.faults({"latency_ms": 1500})  # each 8x8 call of the transcript's read-back takes 1.5 s (timeout: 2 s)
+    fetch = publisher.fetch_transcript(ref)
+    publisher.flush()
+    answer = results.wait_for([fetch], 60)[fetch][0]
+    assert (answer["status"], answer["error_code"]) == ("SUCCEEDED", None), answer
+    _wait_gone(env, ref, 30)
+
+
 def test_an_event_id_is_remembered_for_the_dedupe_window(start_sandbox, connector_env, start_worker) -> None:
     """A retry within the window is dropped; after it, the id is forgotten (its entry deleted) and published again."""
     env = connector_env(start_sandbox(), "chat-gateway-v1", events_dedupe_window_s=3, events_hold_s=0)
