@@ -26,6 +26,7 @@ from prometheus_client import Counter
 
 from connector import _faust_compat as compat
 from connector.appender import NotDelivered
+from connector.status import Status
 
 if TYPE_CHECKING:
     from connector.app import Connector
@@ -59,7 +60,7 @@ STATE_EXPIRED = Counter(
     "connector_state_expired_total", "Ended conversations deleted with their refs entries after the retention time."
 )
 
-_FINAL = frozenset({"ENDED", "FAILED"})
+_FINAL = frozenset({Status.ENDED.value, Status.FAILED.value})
 
 
 def last_change(value: dict[str, Any]) -> int:
