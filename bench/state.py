@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connector.topics import create_topics  # noqa: E402
-from tests.conftest import drop_topics, isolated_env, settings_of  # noqa: E402
+from tests.support.env import drop_topics, isolated_env, settings_of  # noqa: E402
 
 WEEK_S = 7 * 24 * 3600
 IDLE_S = 5.0

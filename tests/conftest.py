@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from connector.config import Settings, load_settings
-from tests.support.env import KAFKA, REGISTRY, drop_topics, free_port, isolated_env, settings_of, wait_until_ready  # noqa: F401
+from tests.support.env import KAFKA, REGISTRY, drop_topics, isolated_env, wait_until_ready
 
 
 @pytest.fixture(scope="session")

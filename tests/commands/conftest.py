@@ -16,7 +16,7 @@ import pytest
 from connector.client import CommandPublisher
 from connector.topics import create_topics
 from tests.support.env import free_port, settings_of
-from tests.support.topics import TopicReader, partition_of, resumed_after  # noqa: F401 (resumed_after, partition_of: imported from here)
+from tests.support.topics import TopicReader
 
 GENERATIONS = ("chat-api-v2", "chat-gateway-v1")
 

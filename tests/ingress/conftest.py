@@ -27,7 +27,7 @@ from connector.config import Settings
 from connector.sandbox.config import SandboxConfig
 from connector.sandbox.server import RunningSandbox, start_sandbox
 from connector.topics import create_topics
-from tests.support.avro import Avro, publish_mapping  # noqa: F401 (publish_mapping: imported from here)
+from tests.support.avro import Avro
 from tests.support.env import free_port, settings_of, wait_until_ready
 from tests.unit.test_signature import b64url, jwk
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from kafka.admin import KafkaAdminClient
 
+from tests.support.avro import publish_mapping
 from tests.support.env import free_port
 from tests.support.topics import wait_consumed
 from tests.ingress.conftest import (
@@ -23,7 +24,6 @@ from tests.ingress.conftest import (
     chat_events,
     consume,
     post,
-    publish_mapping,
     settings_of,
     signed_headers,
     wait_for,
