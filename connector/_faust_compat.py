@@ -11,13 +11,14 @@ import contextlib
 import types
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faust
-import faust.streams
 import orjson
-from aiokafka import AIOKafkaProducer
-from faust.types import TP
+
+if TYPE_CHECKING:  # `connector edge` imports this module (refresh_metadata) and must not import Faust
+    import faust
+    from aiokafka import AIOKafkaProducer
+    from faust.types import TP
 
 __all__ = [
     "RELIED_ON",
@@ -202,12 +203,14 @@ def in_partition(partition: int) -> Iterator[None]:
     """Faust's RocksDB store keeps one database per partition and takes a write's partition from the
     current event (`faust.streams._current_event`); outside a stream (timers) or for another
     partition than the event's, name it."""
+    from faust.streams import _current_event
+
     stand_in = _PartitionEvent(partition)  # held here: the context variable keeps only a weak reference
-    token = faust.streams._current_event.set(weakref.ref(stand_in))
+    token = _current_event.set(weakref.ref(stand_in))
     try:
         yield
     finally:
-        faust.streams._current_event.reset(token)
+        _current_event.reset(token)
 
 
 def store_set(table: faust.Table, key: str, value: Any, partition: int) -> None:

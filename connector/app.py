@@ -8,10 +8,11 @@ that cannot be decoded reaches the DLQ with its original bytes instead of crashi
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
+from aiohttp import web
 
 from connector import _faust_compat as compat
 from connector.appender import Appender
@@ -21,8 +22,10 @@ from connector.schemas import AvroCodec
 
 __all__ = [
     "CONVERSATIONS_TABLE",
+    "Check",
     "HELD_EVENTS_TABLE",
     "REFS_TABLE",
+    "Reason",
     "SEEN_EVENTS_TABLE",
     "STORE_OPTIONS",
     "TABLES",
@@ -37,6 +40,10 @@ REFS_TABLE = "refs"
 HELD_EVENTS_TABLE = "held-events"  # events waiting for their ref (event agent)
 SEEN_EVENTS_TABLE = "seen-events"  # recent event ids, to drop 8x8's retries (event agent)
 TABLES = (CONVERSATIONS_TABLE, REFS_TABLE, HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE)
+
+# A readiness check (True when ready), and what says why one failed (None when it cannot say).
+Check = Callable[[], Awaitable[bool]]
+Reason = Callable[[], Awaitable["str | None"]]
 
 # RocksDB keeps one database per table and partition, each with its own write buffers and block
 # cache. Faust's defaults (three write buffers of 64 MiB, a 2 GiB cache, per database) let a
@@ -60,9 +67,17 @@ class Connector:
     conversations: faust.Table
     # refs[8x8 conversation id] -> ref; co-partitioned with webhooks_raw (key: 8x8 id).
     refs: faust.Table
+    # held_events[8x8 id] -> events waiting for their ref; seen_events[event id] -> when it was published
+    # (the event agent's, co-partitioned with webhooks_raw).
+    held_events: faust.Table
+    seen_events: faust.Table
     # Every write to `conversations` and every record the command agent publishes goes through it.
     appender: Appender
-    extras: dict[str, Any] = field(default_factory=dict)
+    # What the parts add for the public port (connector.web): routes (the webhook endpoint, when the worker
+    # serves it), readiness checks by name, and for some of them why they failed.
+    public_routes: list[web.RouteDef] = field(default_factory=list)
+    readiness: dict[str, Check] = field(default_factory=dict)
+    readiness_reasons: dict[str, Reason] = field(default_factory=dict)
 
 
 def build(settings: Settings) -> Connector:
@@ -115,6 +130,8 @@ def build(settings: Settings) -> Connector:
         webhooks_raw=_topic(app, settings.topic_webhooks_raw),
         conversations=table(app, CONVERSATIONS_TABLE, settings),
         refs=table(app, REFS_TABLE, settings),
+        held_events=table(app, HELD_EVENTS_TABLE, settings),
+        seen_events=table(app, SEEN_EVENTS_TABLE, settings),
         appender=Appender(app),
     )
 

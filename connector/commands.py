@@ -36,9 +36,9 @@ CONVERSATIONS = Gauge(
 def install(connector: Connector) -> None:
     """Add the command agent, the conversation view and the timers to the app."""
     processor = CommandProcessor(connector)
-    connector.extras.setdefault("readiness", {})["commands"] = processor.ready
-    connector.extras["readiness"]["platform"] = processor.outputs.credentials.ready
-    connector.extras.setdefault("readiness_reasons", {})["platform"] = processor.outputs.credentials.reason
+    connector.readiness["commands"] = processor.ready
+    connector.readiness["platform"] = processor.outputs.credentials.ready
+    connector.readiness_reasons["platform"] = processor.outputs.credentials.reason
     app = connector.app
     compat.on_rebalance_start(app, processor.revoke)
 

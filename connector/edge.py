@@ -62,11 +62,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> bool:
     public = PublicServer(
         settings.web_host,
         settings.web_port,
+        [web.post(PATH, Edge(settings, codec, producer, verifier).handle)],
         lambda: check_all(checks),
         grace_s=settings.webhook_append_timeout_s + 1.0,
         explain=lambda failed: explain_failed(explain, failed),
     )
-    public.routes.append(web.post(PATH, Edge(settings, codec, producer, verifier).handle))
     admin = web.AppRunner(admin_app(), access_log=None, handle_signals=False)
     await public.start()
     await admin.setup()

@@ -38,11 +38,12 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from connector import _faust_compat as compat
-from connector.app import HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE, table
+from connector.app import Connector
+from connector.config import Settings
 from connector.retention import REF_EXPIRED
 from connector.schemas import SchemaError
-from connector.status import Conversation, after_event
 from connector.normalise import is_echo, normalise, parse
+from connector.status import Conversation, after_event
 from connector.webhook import event_id_of
 
 __all__ = ["install"]
@@ -70,7 +71,7 @@ EVENTS_REMAPPED = Counter(
 EVENTS_HELD = Gauge("connector_events_held", "Events held by this worker, waiting for their conversation ref.")
 STATUS_UPDATES = Counter("connector_status_updates_total", "Conversation status changes made by chat events.")
 
-def install(connector: Any) -> None:
+def install(connector: Connector) -> None:
     """Add the event agent, its hold timer and the status agent to the connector's app."""
     agent = _EventAgent(connector, connector.settings)
     app = connector.app
@@ -85,13 +86,12 @@ def install(connector: Any) -> None:
 class _EventAgent:
     """chat.webhooks.raw -> chat.events: mapping, hold, dedupe (see the module docstring)."""
 
-    def __init__(self, connector: Any, options: Any) -> None:
+    def __init__(self, connector: Connector, options: Settings) -> None:
         self._connector = connector
         self._options = options
         self._appender = connector.appender
-        app = connector.app
-        self._held = table(app, HELD_EVENTS_TABLE, connector.settings)
-        self._seen = table(app, SEEN_EVENTS_TABLE, connector.settings)
+        self._held = connector.held_events
+        self._seen = connector.seen_events
         # Per partition, the ids of `seen-events` with the time they were published, oldest first; rebuilt
         # from the table after each rebalance (`_order_of`).
         self._order: dict[int, collections.deque[tuple[str, int]]] = {}
@@ -297,7 +297,7 @@ def _where(event: Any) -> str:
 # --- the status agent ----------------------------------------------------------------------------
 
 
-def _status_agent(connector: Any) -> Any:
+def _status_agent(connector: Connector) -> Any:
     async def statuses(stream: Any) -> None:
         """chat.events -> conversations[ref]: the status machine on the current table value."""
         await connector.codec.start()

@@ -14,9 +14,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.config import Settings
+
+if TYPE_CHECKING:  # the edge logs through this module and must not import Faust
+    from connector.app import Connector
 
 __all__ = ["TEXT_FORMAT", "JsonFormatter", "Throttle", "log_when_ready", "ready_line", "setup"]
 
@@ -137,7 +140,7 @@ def _is_table(record: logging.LogRecord) -> bool:
     return "\n" in str(record.msg) or any(isinstance(arg, collections) and len(arg) > 1 for arg in args)
 
 
-def log_when_ready(connector: Any) -> None:
+def log_when_ready(connector: Connector) -> None:
     """Have the worker log `ready_line` once, the first time all its readiness checks pass."""
     from connector.web import readiness
 

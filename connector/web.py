@@ -1,23 +1,22 @@
 """The two ports of a worker or an edge: the public one (webhooks, `/healthz`, `/readyz`) and the internal admin one.
 
-The public port is a plain aiohttp app, built from the routes the parts add to `PublicServer.routes`
-plus health; nothing else is on it, and it runs without Faust (`connector edge`). A worker's admin
+The public port is a plain aiohttp app, built from the routes given to `PublicServer` (a worker's
+parts add theirs to `Connector.public_routes`) plus health; nothing else is on it, and it runs without Faust (`connector edge`). A worker's admin
 port is Faust's own web server (table pages off): `/metrics` here, `/conversations/{ref}` (commands)
 and Faust's routing between workers; an edge's is `admin_app`, `/metrics` only. It must never be
 exposed outside the cluster.
 
-Readiness is the conjunction of named checks that the parts register in
-`connector.extras["readiness"]` (name -> async callable answering a bool), plus the Faust consumer
-having partitions assigned; a part may also say why a check of its failed
-(`connector.extras["readiness_reasons"]`: name -> async callable answering a line or None), which
-`/readyz` then adds under `reasons`. `/metrics` serves Prometheus' default registry, which every part uses.
+A worker's readiness is the conjunction of named checks that the parts register in
+`Connector.readiness` (name -> async callable answering a bool), plus the Faust consumer having
+partitions assigned; a part may also say why a check of its failed (`Connector.readiness_reasons`:
+name -> async callable answering a line or None), which `/readyz` then adds under `reasons`. `/metrics` serves Prometheus' default registry, which every part uses.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from mode import Service
@@ -25,17 +24,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 __all__ = ["PublicServer", "admin_app", "check_all", "explain_failed", "install", "public_app", "readiness", "reasons"]
 
+if TYPE_CHECKING:  # the edge imports this module and must not import Faust
+    from connector.app import Connector
+
 CHECK_TIMEOUT_S = 3.0
 
 
-async def readiness(connector: Any) -> dict[str, bool]:
+async def readiness(connector: Connector) -> dict[str, bool]:
     """Each readiness check of a worker by name: partitions assigned, then those the parts registered."""
-    return {"partitions": _assigned(connector.app), **await check_all(connector.extras.get("readiness", {}))}
+    return {"partitions": _assigned(connector.app), **await check_all(connector.readiness)}
 
 
-async def reasons(connector: Any, checks: dict[str, bool]) -> dict[str, str]:
+async def reasons(connector: Connector, checks: dict[str, bool]) -> dict[str, str]:
     """Why the failed checks of a worker failed, for those whose part can say (e.g. Kafka refusing the login)."""
-    return await explain_failed(connector.extras.get("readiness_reasons", {}), checks)
+    return await explain_failed(connector.readiness_reasons, checks)
 
 
 async def check_all(checks: dict[str, Callable[[], Awaitable[Any]]]) -> dict[str, bool]:
@@ -90,12 +92,14 @@ def admin_app() -> web.Application:
 
 
 class PublicServer(Service):
-    """Serves the public app on host:port; on stop, closes it and finishes the requests in hand (up to `grace_s`)."""
+    """Serves the public app of `routes` on host:port (read when it starts); on stop, closes it and finishes
+    the requests in hand (up to `grace_s`)."""
 
     def __init__(
         self,
         host: str,
         port: int,
+        routes: list[web.RouteDef],
         ready: Callable[[], Awaitable[dict[str, bool]]],
         *,
         grace_s: float,
@@ -103,7 +107,7 @@ class PublicServer(Service):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.routes: list[web.RouteDef] = []
+        self.routes = routes
         self._host = host
         self._port = port
         self._ready = ready
@@ -129,21 +133,20 @@ class PublicServer(Service):
             await self._runner.cleanup()
 
 
-def install(connector: Any) -> None:
+def install(connector: Connector) -> None:
     """The public server (started with the app, before its consumer: health answers during recovery) and the
     admin port's `/metrics`."""
     from faust.web import Request, Response, View
 
     settings = connector.settings
-    connector.extras.setdefault("readiness", {})
     server = PublicServer(
         settings.web_host,
         settings.web_port,
+        connector.public_routes,
         lambda: readiness(connector),
         grace_s=settings.webhook_append_timeout_s + 1.0,
         explain=lambda checks: reasons(connector, checks),
     )
-    connector.extras["public"] = server
     connector.app.add_dependency(server)
 
     @connector.app.page("/metrics")

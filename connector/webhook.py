@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiohttp import web
@@ -25,10 +25,14 @@ from aiokafka.errors import InvalidProducerIdMapping, OutOfOrderSequenceNumber, 
 from mode import Service
 from prometheus_client import Counter, Gauge, Histogram
 
+from connector import _faust_compat as compat
 from connector.config import KAFKA_MAX_REQUEST_BYTES, RECORD_OVERHEAD_BYTES, Settings
 from connector.kafka_errors import KafkaTrouble
 from connector.schemas import AvroCodec
 from connector.signature import HEADERS, EventBodies, JwkCache, KeyUnavailable, SignatureError, Verifier, jwk_url
+
+if TYPE_CHECKING:  # the edge imports this module and must not import Faust
+    from connector.app import Connector
 
 __all__ = [
     "PATH",
@@ -122,7 +126,7 @@ class WebhookProducer:
         if self._producer is None:
             return False
         try:
-            return bool(await asyncio.wait_for(self._producer.client.force_metadata_update(), timeout))
+            return await asyncio.wait_for(compat.refresh_metadata(self._producer), timeout)
         except Exception:  # any failure means not reachable
             return False
 
@@ -163,7 +167,7 @@ def settings_for_aiokafka(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def install(connector: Any) -> None:
+def install(connector: Connector) -> None:
     """In a worker that serves webhooks (CONNECTOR_WORKER_SERVE_WEBHOOKS): add the webhook route to the
     public server, the edge's producer to the app, and readiness checks. Otherwise nothing: `connector edge` serves them.
 
@@ -171,7 +175,7 @@ def install(connector: Any) -> None:
     8x8 retries): a worker's own consumer was seen to skip records of chat.webhooks.raw appended
     while it was starting up.
     """
-    settings: Settings = connector.settings
+    settings = connector.settings
     if not settings.worker_serve_webhooks:
         return
     producer = WebhookProducer(settings, settings.webhook_append_timeout_s)
@@ -189,10 +193,10 @@ def install(connector: Any) -> None:
             await producer.stop()
 
     edge = Edge(settings, connector.codec, producer, verifier)
-    connector.extras["public"].routes.append(web.post(PATH, edge.handle))
+    connector.public_routes.append(web.post(PATH, edge.handle))
     checks, explain = readiness_checks(settings, producer, keys)
-    connector.extras.setdefault("readiness", {}).update(checks)
-    connector.extras.setdefault("readiness_reasons", {}).update(explain)
+    connector.readiness.update(checks)
+    connector.readiness_reasons.update(explain)
 
 
 def readiness_checks(

@@ -55,8 +55,7 @@ class Codec:
 class Agent:
     """An event agent on in-memory tables; `handle` feeds it one raw record of partition 0."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> None:
-        monkeypatch.setattr(events, "table", lambda app, name, settings: {})
+    def __init__(self, **settings: Any) -> None:
         self.settings = load_settings(**settings)
         self.app = SimpleNamespace(
             consumer_generation_id=1,
@@ -68,7 +67,14 @@ class Agent:
         self.events = ChatEvents()
         self.refs: dict[str, str] = {}
         connector = SimpleNamespace(
-            settings=self.settings, app=self.app, appender=Tables(), codec=self.codec, events=self.events, refs=self.refs
+            settings=self.settings,
+            app=self.app,
+            appender=Tables(),
+            codec=self.codec,
+            events=self.events,
+            refs=self.refs,
+            held_events={},
+            seen_events={},
         )
         self.agent = events._EventAgent(connector, self.settings)
 
@@ -96,8 +102,8 @@ class Agent:
 
 
 @pytest.fixture
-def agent(monkeypatch: pytest.MonkeyPatch) -> Agent:
-    return Agent(monkeypatch)
+def agent() -> Agent:
+    return Agent()
 
 
 async def test_a_mapped_event_is_published_keyed_by_its_ref_and_a_retry_of_it_is_dropped(agent: Agent) -> None:
@@ -120,10 +126,8 @@ async def test_an_event_before_its_mapping_is_held_then_published_with_its_ref_i
     assert len(agent.published()) == 2
 
 
-async def test_an_event_held_past_the_time_bound_is_published_by_its_8x8_id_and_again_when_its_ref_comes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    agent = Agent(monkeypatch, events_hold_s=0.01)
+async def test_an_event_held_past_the_time_bound_is_published_by_its_8x8_id_and_again_when_its_ref_comes() -> None:
+    agent = Agent(events_hold_s=0.01)
     await agent.webhook("c1", "e1")
     await agent.agent.release_expired()  # the worker is settled from now: the hold clock starts
     assert agent.published() == []
@@ -134,8 +138,8 @@ async def test_an_event_held_past_the_time_bound_is_published_by_its_8x8_id_and_
     assert agent.published() == [("c1", "e1", None), ("ref-1", "e1", "ref-1")]
 
 
-async def test_the_hold_clock_waits_while_the_worker_rebalances(monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = Agent(monkeypatch, events_hold_s=0.01)
+async def test_the_hold_clock_waits_while_the_worker_rebalances() -> None:
+    agent = Agent(events_hold_s=0.01)
     await agent.webhook("c1", "e1")
     agent.app.rebalancing = True
     await asyncio.sleep(0.02)
@@ -145,8 +149,8 @@ async def test_the_hold_clock_waits_while_the_worker_rebalances(monkeypatch: pyt
     assert agent.published() == []
 
 
-async def test_past_the_count_bound_the_longest_held_conversation_is_published_unmapped(monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = Agent(monkeypatch, events_hold_max=1)
+async def test_past_the_count_bound_the_longest_held_conversation_is_published_unmapped() -> None:
+    agent = Agent(events_hold_max=1)
     await agent.webhook("c1", "e1")
     await asyncio.sleep(0.002)
     await agent.webhook("c2", "e2")
@@ -155,8 +159,8 @@ async def test_past_the_count_bound_the_longest_held_conversation_is_published_u
     assert agent.published()[-1] == ("ref-2", "e2", "ref-2")
 
 
-async def test_event_ids_are_forgotten_after_the_dedupe_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = Agent(monkeypatch, events_dedupe_window_s=0.01)
+async def test_event_ids_are_forgotten_after_the_dedupe_window() -> None:
+    agent = Agent(events_dedupe_window_s=0.01)
     await agent.mapping("c1", "ref-1")
     await agent.webhook("c1", "e1")
     await asyncio.sleep(0.02)
@@ -165,8 +169,8 @@ async def test_event_ids_are_forgotten_after_the_dedupe_window(monkeypatch: pyte
     assert [event_id for _, event_id, _ in agent.published()] == ["e1", "e1"]
 
 
-async def test_no_more_ids_than_the_bound_are_remembered_per_partition(monkeypatch: pytest.MonkeyPatch) -> None:
-    agent = Agent(monkeypatch, events_dedupe_per_partition=2)
+async def test_no_more_ids_than_the_bound_are_remembered_per_partition() -> None:
+    agent = Agent(events_dedupe_per_partition=2)
     await agent.mapping("c1", "ref-1")
     for event_id in ("e1", "e2", "e3"):
         await agent.webhook("c1", event_id)
