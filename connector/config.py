@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import ssl
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -480,12 +479,6 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-
-
-@lru_cache(maxsize=1)
-def settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()
 
 
 _REGIONS = ("us", "eu", "ca", "ap")
