@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.client import CommandPublisher  # noqa: E402
-from connector.status import Conversation, Status  # noqa: E402
+from connector.conversation import Conversation, Status  # noqa: E402
 from connector.topics import TopicSpec, create_topics  # noqa: E402
 from tests.support.env import drop_topics, free_port, isolated_env, settings_of  # noqa: E402
 

@@ -15,7 +15,7 @@ them before retention existed, the baseline), one worker process runs with its o
    CREATING entry, the REF_MAPPING record on chat.webhooks.raw (the event agent writes `refs` from
    it, as for a real start), the QUEUED entry with the start's remembered result, and the ENDED
    entry with the end's, each `Appender.put` into the `conversations` table and its changelog,
-   the entries being the runner's (`status.after_command`, `Conversation.remember`). The command
+   the entries being the runner's (`conversation.after_command`, `Conversation.remember`). The command
    agent against the sandbox would store the same entries the same way, at the pace of two
    commands per conversation: too slow for a few minutes per run.
 3. When all are written and, with retention 0, the sweeper and the event agent have deleted every
@@ -186,7 +186,7 @@ async def _drive(connector: Any, count: int, rate: float, concurrency: int) -> d
 async def _conversation(connector: Any, number: int) -> None:
     """Start and end one conversation as the runner stores it: CREATING, the REF_MAPPING, QUEUED, ENDED."""
     from connector import _faust_compat as compat
-    from connector.status import CommandKind, Conversation, Status, after_command
+    from connector.conversation import CommandKind, Conversation, Status, after_command
 
     app, appender, table = connector.app, connector.appender, connector.conversations
     ref, conversation_id = f"state-{number}", f"conv-{number:08d}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from connector import _faust_compat as compat
 from connector.app import Connector
 from connector.results import now_ms
-from connector.status import Conversation, Status
+from connector.conversation import Conversation, Status
 
 __all__ = ["AUTO_END_PREFIX", "AutoEnd", "auto_end_due"]
 

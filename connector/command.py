@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from connector.eightbyeight import Card, File, InvalidCommand, NewConversation, Platform
 from connector.eightbyeight.base import ATTACHMENTS, CARDS, READ_RECEIPTS, TYPING
-from connector.status import CommandKind, Conversation, Status, check_command
+from connector.conversation import CommandKind, Conversation, Status, check_command
 
 __all__ = ["Command", "Message", "message_of", "new_conversation", "parse_command", "refusal", "unsupported"]
 

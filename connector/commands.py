@@ -17,7 +17,7 @@ from connector import _faust_compat as compat
 from connector.app import Connector
 from connector.processor import CommandProcessor
 from connector.retention import Sweeper, sweep_interval
-from connector.status import Status
+from connector.conversation import Status
 
 __all__ = ["install"]
 

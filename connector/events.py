@@ -43,7 +43,7 @@ from connector.config import Settings
 from connector.retention import REF_EXPIRED
 from connector.schemas import SchemaError
 from connector.normalise import is_echo, normalise, parse
-from connector.status import Conversation, after_event
+from connector.conversation import Conversation, after_event
 from connector.webhook import event_id_of
 
 __all__ = ["install"]

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 
 from connector import _faust_compat as compat
 from connector.appender import NotDelivered
-from connector.status import Status
+from connector.conversation import Status
 
 if TYPE_CHECKING:
     from connector.app import Connector

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import faust
 from prometheus_client import Counter
 
-from connector import attachments, results, status, tracing, transcripts
+from connector import attachments, results, tracing, transcripts
 from connector.attachments import AttachmentUnavailable
 from connector.app import Connector
 from connector.auto_end import AUTO_END_PREFIX, AutoEnd
@@ -28,7 +28,7 @@ from connector.lanes import Ticket
 from connector.ownership import Ownership, Revoked
 from connector.published import PublishedResults
 from connector.results import now_ms
-from connector.status import CommandKind, Conversation, Status
+from connector.conversation import CommandKind, Conversation, Status, after_command
 
 __all__ = ["CommandRunner", "Job"]
 
@@ -183,7 +183,7 @@ class CommandRunner:
         await self._conclude(
             job,
             succeeded,
-            lambda current: status.after_command(
+            lambda current: after_command(
                 current or creating,
                 CommandKind.START_CONVERSATION,
                 now_ms(),
@@ -258,7 +258,7 @@ class CommandRunner:
                 return False
             attempts = attempted.attempts
         succeeded = self.result(job, "SUCCEEDED", conversation_id=conversation_id, attempts=attempts)
-        await self._conclude(job, succeeded, lambda current: status.after_command(current, command.kind, now_ms()))
+        await self._conclude(job, succeeded, lambda current: after_command(current, command.kind, now_ms()))
         return True
 
     async def _fetch_transcript(self, job: Job, conversation_id: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 from connector.command import Command, message_of, unsupported
 from connector.config import Generation, load_settings
 from connector.eightbyeight import Card, File, InvalidCommand, open_platform
-from connector.status import CommandKind
+from connector.conversation import CommandKind
 
 
 def _command(kind: CommandKind, **body) -> Command:

@@ -8,7 +8,7 @@ from connector.auto_end import auto_end_due
 from connector.command import Command, new_conversation, parse_command, refusal
 from connector.results import recalled, remembered
 from connector.eightbyeight import InvalidCommand
-from connector.status import CommandKind, Conversation, Status, check_command
+from connector.conversation import CommandKind, Conversation, Status, check_command
 
 NS = "io.kafka8x8.chat"
 

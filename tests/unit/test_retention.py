@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connector.retention import expired, last_change, sweep_interval
-from connector.status import Conversation, Status
+from connector.conversation import Conversation, Status
 
 DAY_MS = 24 * 3600 * 1000
 T0 = 1_700_000_000_000

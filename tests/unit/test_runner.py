@@ -9,7 +9,7 @@ import pytest
 
 from connector.eightbyeight import PlatformError
 from connector.results import now_ms
-from connector.status import Conversation, Status
+from connector.conversation import Conversation, Status
 from tests.unit.fakes import Worker, busy, end, send, start, unknown_outcome
 
 KIP_298 = [
