@@ -14,18 +14,16 @@ from connector.eightbyeight.base import (
     CONNECTOR_REF,
     MAX_PROPERTIES,
     Card,
-    Channel,
     File,
     InvalidCommand,
     NewConversation,
-    Platform,
     PlatformError,
     ReadBack,
-    Webhook,
     epoch_ms,
     text,
 )
 from connector.eightbyeight.http import ApiClient, conversation_id_of, items_of, json_body
+from connector.eightbyeight.provisioning import Provisioning, segment
 from connector.eightbyeight.transport import Reply
 
 __all__ = ["ChatApiV2"]
@@ -36,10 +34,12 @@ _FIND_PAGE_SIZE = 20
 _PAGE_SIZE = 100
 
 
-class ChatApiV2(Platform):
+class ChatApiV2(Provisioning):
     """`{base}/vcc/{region}/chat/v2/tenant/{tenant}`; every request carries `Authorization: Bearer`."""
 
     generation = GENERATION
+    webhooks_path = "/web-hooks"
+    notification_version = NOTIFICATION_VERSION
 
     def __init__(self, api: ApiClient, token: OAuthToken, base_url: str, region: str, tenant: str) -> None:
         self._api = api
@@ -63,11 +63,11 @@ class ChatApiV2(Platform):
         if files or cards:
             raise self.unsupported(ATTACHMENTS if files else CARDS)
         await self._request(
-            "send", "POST", f"/conversations/{_seg(conversation_id)}/messages", json={"text": text, "authorType": author_type}
+            "send", "POST", f"/conversations/{segment(conversation_id)}/messages", json={"text": text, "authorType": author_type}
         )
 
     async def end(self, conversation_id: str) -> None:
-        await self._request("end", "DELETE", f"/conversations/{_seg(conversation_id)}/participants/customer")
+        await self._request("end", "DELETE", f"/conversations/{segment(conversation_id)}/participants/customer")
 
     async def find_by_ref(self, ref: str) -> str | None:
         params = {f"customer.{CONNECTOR_REF}": ref, "status": "all", "order": "desc", "size": _FIND_PAGE_SIZE}
@@ -80,10 +80,10 @@ class ChatApiV2(Platform):
         return None
 
     async def get(self, conversation_id: str) -> dict[str, Any]:
-        return json_body(await self._request("get", "GET", f"/conversations/{_seg(conversation_id)}"), "get")
+        return json_body(await self._request("get", "GET", f"/conversations/{segment(conversation_id)}"), "get")
 
     async def read_back(self, conversation_id: str) -> ReadBack:
-        path = f"/conversations/{_seg(conversation_id)}"
+        path = f"/conversations/{segment(conversation_id)}"
         conversation = json_body(await self._request("get", "GET", path), "get")
         messages = await self.messages(conversation_id)
         answer = await self._request("participants", "GET", f"{path}/participants")
@@ -101,47 +101,13 @@ class ChatApiV2(Platform):
         )
 
     async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
-        answer = await self._request("messages", "GET", f"/conversations/{_seg(conversation_id)}/messages")
+        answer = await self._request("messages", "GET", f"/conversations/{segment(conversation_id)}/messages")
         return [_message(m) for m in items_of(json_body(answer, "messages").get("messages"), "messages", answer, "messages")]
-
-    async def webhooks(self) -> list[Webhook]:
-        return [Webhook.of(w) for w in await self._all("webhooks", "/web-hooks")]
-
-    async def create_webhook(self, name: str, uri: str) -> Webhook:
-        # Spec flaw: `notificationVersion` is required but the property is defined as `version`; both are sent.
-        body = {"name": name, "uri": uri, "notificationVersion": NOTIFICATION_VERSION, "version": NOTIFICATION_VERSION}
-        return Webhook.of(json_body(await self._request("webhook-create", "POST", "/web-hooks", json=body), "webhook-create"))
-
-    async def verify_webhook(self, webhook: Webhook) -> None:
-        body = {"version": webhook.version or NOTIFICATION_VERSION, "uri": webhook.uri}
-        await self._request("webhook-verify", "POST", "/web-hooks/verify", json=body)
-
-    async def delete_webhook(self, webhook_id: str) -> None:
-        await self._request("webhook-delete", "DELETE", f"/web-hooks/{_seg(webhook_id)}")
-
-    async def channels(self) -> list[Channel]:
-        return [Channel.of(c) for c in await self._all("channels", "/channels")]
-
-    async def channel(self, channel_id: str) -> Channel | None:
-        try:
-            answer = await self._request("channel", "GET", f"/channels/{_seg(channel_id)}")
-        except PlatformError as exc:
-            if exc.http_status == 404:
-                return None
-            raise
-        return Channel.of(json_body(answer, "channel"))
-
-    async def create_channel(self, name: str, webhook_id: str, queue_id: str) -> Channel:
-        body = {"name": name, "webHookId": webhook_id, "routingOptions": {"type": "queue", "id": queue_id}}
-        return Channel.of(json_body(await self._request("channel-create", "POST", "/channels", json=body), "channel-create"))
-
-    async def delete_channel(self, channel_id: str) -> None:
-        await self._request("channel-delete", "DELETE", f"/channels/{_seg(channel_id)}")
 
     async def aclose(self) -> None:
         await self._api.aclose()
 
-    async def _all(self, name: str, path: str) -> list[dict[str, Any]]:
+    async def _list(self, name: str, path: str) -> list[dict[str, Any]]:
         """Every item of a paged `data` list (`page.pageCount` pages)."""
         items: list[dict[str, Any]] = []
         page = 0
@@ -192,9 +158,6 @@ def create_body(conversation: NewConversation) -> dict[str, Any]:
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:

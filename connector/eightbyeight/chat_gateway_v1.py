@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote
 
 from connector.eightbyeight.base import (
     ATTACHMENTS,
@@ -14,17 +13,15 @@ from connector.eightbyeight.base import (
     READ_RECEIPTS,
     TYPING,
     Card,
-    Channel,
     File,
     NewConversation,
-    Platform,
     PlatformError,
     ReadBack,
-    Webhook,
     epoch_ms,
     text,
 )
 from connector.eightbyeight.http import ApiClient, conversation_id_of, items_of, json_body
+from connector.eightbyeight.provisioning import Provisioning, segment
 from connector.eightbyeight.transport import Reply
 
 __all__ = ["ChatGatewayV1"]
@@ -36,10 +33,13 @@ _PAGE_SIZE = 100
 _FIQL_RESERVED = set(",;()=!<>'\"\\ ")
 
 
-class ChatGatewayV1(Platform):
+class ChatGatewayV1(Provisioning):
     """`{base}/chat-gateway/v1`; every request carries the API key and, if set, the tenant."""
 
     generation = GENERATION
+    webhooks_path = "/webhooks"
+    notification_version = NOTIFICATION_VERSION
+    channel_type = "ChatAPI"
     features = frozenset({ATTACHMENTS, CARDS, TYPING, READ_RECEIPTS})
 
     def __init__(self, api: ApiClient, headers: dict[str, str], base_url: str, *, find_max_pages: int = 20) -> None:
@@ -57,7 +57,7 @@ class ChatGatewayV1(Platform):
         self, conversation_id: str, text: str, author_type: str, *, files: Sequence[File] = (), cards: Sequence[Card] = ()
     ) -> None:
         """Upload the files first (each answer's id is what the message refers to), then send the message."""
-        path = f"/conversations/{_seg(conversation_id)}"
+        path = f"/conversations/{segment(conversation_id)}"
         body: dict[str, Any] = {"authorType": author_type}
         if text or not (files or cards):
             body["text"] = text
@@ -68,12 +68,12 @@ class ChatGatewayV1(Platform):
         await self._request("send", "POST", f"{path}/messages", json=body)
 
     async def typing(self, conversation_id: str, author_type: str) -> None:
-        await self._request("typing", "POST", f"/conversations/{_seg(conversation_id)}/typing", json={"authorType": author_type})
+        await self._request("typing", "POST", f"/conversations/{segment(conversation_id)}/typing", json={"authorType": author_type})
 
     async def mark_read(self, conversation_id: str, message_id: str, author_type: str) -> None:
         """A read receipt up to the message's own time: 8x8 takes a time (`readAt`), not a message id."""
-        path = f"/conversations/{_seg(conversation_id)}"
-        message = json_body(await self._request("message", "GET", f"{path}/messages/{_seg(message_id)}"), "message")
+        path = f"/conversations/{segment(conversation_id)}"
+        message = json_body(await self._request("message", "GET", f"{path}/messages/{segment(message_id)}"), "message")
         read_at = epoch_ms(message.get("createdAt"))
         if read_at is None:
             raise PlatformError("message", f"8x8's message {message_id} has no createdAt", code="BAD_RESPONSE")
@@ -81,7 +81,7 @@ class ChatGatewayV1(Platform):
 
     async def end(self, conversation_id: str) -> None:
         await self._request(
-            "end", "PATCH", f"/conversations/{_seg(conversation_id)}/participants/user", json={"removed": True}
+            "end", "PATCH", f"/conversations/{segment(conversation_id)}/participants/user", json={"removed": True}
         )
 
     async def find_by_ref(self, ref: str) -> str | None:
@@ -108,10 +108,10 @@ class ChatGatewayV1(Platform):
         )
 
     async def get(self, conversation_id: str) -> dict[str, Any]:
-        return json_body(await self._request("get", "GET", f"/conversations/{_seg(conversation_id)}"), "get")
+        return json_body(await self._request("get", "GET", f"/conversations/{segment(conversation_id)}"), "get")
 
     async def read_back(self, conversation_id: str) -> ReadBack:
-        path = f"/conversations/{_seg(conversation_id)}"
+        path = f"/conversations/{segment(conversation_id)}"
         conversation = json_body(await self._request("get", "GET", path), "get")
         messages = await self.messages(conversation_id)
         participants = await self._all("participants", f"{path}/participants", {})
@@ -125,42 +125,8 @@ class ChatGatewayV1(Platform):
         )
 
     async def messages(self, conversation_id: str) -> list[dict[str, Any]]:
-        path = f"/conversations/{_seg(conversation_id)}/messages"
+        path = f"/conversations/{segment(conversation_id)}/messages"
         return [_message(m) for m in await self._all("messages", path, {"sort": "createdAt:asc"})]
-
-    async def webhooks(self) -> list[Webhook]:
-        return [Webhook.of(w) for w in await self._all("webhooks", "/webhooks", {})]
-
-    async def create_webhook(self, name: str, uri: str) -> Webhook:
-        # Spec flaw: `notificationVersion` is required but the property is defined as `version`; both are sent.
-        body = {"name": name, "uri": uri, "notificationVersion": NOTIFICATION_VERSION, "version": NOTIFICATION_VERSION}
-        return Webhook.of(json_body(await self._request("webhook-create", "POST", "/webhooks", json=body), "webhook-create"))
-
-    async def verify_webhook(self, webhook: Webhook) -> None:
-        body = {"version": webhook.version or NOTIFICATION_VERSION, "uri": webhook.uri}
-        await self._request("webhook-verify", "POST", "/webhooks/verify", json=body)
-
-    async def delete_webhook(self, webhook_id: str) -> None:
-        await self._request("webhook-delete", "DELETE", f"/webhooks/{_seg(webhook_id)}")
-
-    async def channels(self) -> list[Channel]:
-        return [Channel.of(c) for c in await self._all("channels", "/channels", {})]
-
-    async def channel(self, channel_id: str) -> Channel | None:
-        try:
-            answer = await self._request("channel", "GET", f"/channels/{_seg(channel_id)}")
-        except PlatformError as exc:
-            if exc.http_status == 404:
-                return None
-            raise
-        return Channel.of(json_body(answer, "channel"))
-
-    async def create_channel(self, name: str, webhook_id: str, queue_id: str) -> Channel:
-        body = {"name": name, "type": "ChatAPI", "webHookId": webhook_id, "routingOptions": {"type": "queue", "id": queue_id}}
-        return Channel.of(json_body(await self._request("channel-create", "POST", "/channels", json=body), "channel-create"))
-
-    async def delete_channel(self, channel_id: str) -> None:
-        await self._request("channel-delete", "DELETE", f"/channels/{_seg(channel_id)}")
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -176,6 +142,9 @@ class ChatGatewayV1(Platform):
         if not attachment_id:
             raise PlatformError("attachment", "8x8 stored the attachment but sent no id", http_status=answer.status_code, code="BAD_RESPONSE")
         return attachment_id
+
+    async def _list(self, name: str, path: str) -> list[dict[str, Any]]:
+        return await self._all(name, path, {})
 
     async def _all(self, name: str, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every item of a paged `_embedded.<name>` list."""
@@ -232,9 +201,6 @@ def _user_property(user: dict[str, Any], key: str) -> Any:
             return pair.get("value")
     return user.get(key)
 
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _raw(item: dict[str, Any]) -> str:
