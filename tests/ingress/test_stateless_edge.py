@@ -199,3 +199,42 @@ def test_edge_answers_2xx_while_every_worker_restarts(ingress_env, sandbox, star
             if record["conversation_id"] == conversation
         )
     assert len(events) == poster.total()
+
+
+def test_webhooks_reach_chat_events_with_their_ref_while_a_worker_is_killed_and_replaced(
+    ingress_env, sandbox, start_worker, start_edge
+):
+    """One of two workers SIGKILLed mid-stream and a replacement started: every POST to the edge gets 204,
+    and every accepted webhook reaches chat.events keyed by its ref, in order, whichever worker owned its
+    conversation (after a kill a record may come twice: the event agent's dedupe is not transactional)."""
+    settings = settings_of(ingress_env)
+    for i in range(CONVERSATIONS):
+        publish_mapping(settings, f"conv-{i}", f"ref-conv-{i}")
+    workers_env = [worker_env(ingress_env), worker_env(ingress_env)]
+    workers = [start_worker(env, timeout=90) for env in workers_env]
+    start_edge(ingress_env)
+
+    poster = Poster(ingress_env, sandbox.sandbox.key, sandbox.sandbox.kid).start()
+    try:
+        time.sleep(2)
+        os.killpg(workers[1].pid, signal.SIGKILL)
+        workers[1].wait(10)
+        time.sleep(2)
+        replacement = worker_env(ingress_env)
+        start_worker(replacement, timeout=90)
+        wait_for(lambda: is_ready(workers_env[0]) and is_ready(replacement), timeout=90)
+        time.sleep(2)
+    finally:
+        poster.stop()
+
+    failed = [answer for answer in poster.answers if answer != 204]
+    assert not failed, f"{len(failed)} of {len(poster.answers)} answers were not 204: {sorted(set(map(str, failed)))}"
+    wait_consumed(ingress_env, settings.topic_webhooks_raw, timeout=120)
+    avro = Avro(settings)
+    events = [(record.key.decode(), avro.decode("ChatEvent", record.value)) for record in read_to_end(ingress_env, settings.topic_events)]
+    for conversation, texts in poster.sent.items():
+        got = [record["text"] for key, record in events if key == f"ref-{conversation}"]
+        first_seen = list(dict.fromkeys(got))
+        assert first_seen == texts, (conversation, len(first_seen), len(texts), sorted(set(texts) - set(got))[:5])
+    unmapped = [record for key, record in events if not key.startswith("ref-")]
+    assert not unmapped, f"{len(unmapped)} events reached chat.events without their ref: {unmapped[:2]}"
