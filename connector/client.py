@@ -24,15 +24,7 @@ asyncio services use `AsyncCommandPublisher` (aiokafka), the same methods awaite
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import datetime
-import json
-import mimetypes
-import os
-import pathlib
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -40,86 +32,18 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from connector import tracing
+from connector.async_client import AsyncCommandPublisher
 from connector.config import Settings, load_settings
-from connector.kafka_errors import KafkaAccessError, check, describe, probe
-from connector.schemas import AvroCodec, SchemaError, plain
+from connector.kafka_errors import KafkaAccessError, check, describe
+from connector.publishing import Attachment, CommandResult, PublishError, Started, encode_command, message_body, start_body
+from connector.schemas import AvroCodec, SchemaError
 from connector.topics import assign_all
 
 __all__ = ["AsyncCommandPublisher", "Attachment", "CommandPublisher", "CommandResult", "PublishError", "ResultWatcher", "Started"]
 
-_NAMESPACE = "io.kafka8x8.chat"
 # How long one command may take to be acknowledged, and to find the brokers at all.
 _DELIVERY_TIMEOUT_MS = 30_000
 _MAX_BLOCK_MS = 15_000
-
-
-@dataclasses.dataclass(frozen=True)
-class Attachment:
-    """A file for a SendMessage (Chat Gateway): its bytes, or a URL the connector fetches them from."""
-
-    file_name: str
-    content_type: str
-    data: bytes | None = None
-    url: str | None = None
-
-    @classmethod
-    def from_path(cls, path: str | os.PathLike[str]) -> Attachment:
-        """The file at `path`, its type guessed from its name."""
-        path = pathlib.Path(path)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return cls(path.name, content_type, data=path.read_bytes())
-
-
-class PublishError(Exception):
-    """Kafka did not take one or more commands; nothing says they were published."""
-
-
-class Started(str):
-    """The StartConversation's command id; `message_id` is that of the first message sent with it, if any."""
-
-    message_id: str | None = None
-
-    def __new__(cls, command_id: str, message_id: str | None = None) -> Started:
-        started = super().__new__(cls, command_id)
-        started.message_id = message_id
-        return started
-
-    @property
-    def command_ids(self) -> list[str]:
-        """Both ids in publishing order (the start's alone when no text was sent)."""
-        return [str(self)] + ([self.message_id] if self.message_id else [])
-
-
-@dataclasses.dataclass(frozen=True)
-class CommandResult:
-    """The outcome of one command, as the connector published it to chat.command-results."""
-
-    command_id: str
-    conversation_ref: str
-    command_type: str  # START_CONVERSATION, SEND_MESSAGE, END_CONVERSATION, FETCH_TRANSCRIPT, SET_TYPING, MARK_READ or UNKNOWN
-    status: str  # SUCCEEDED or FAILED
-    processed_at: datetime.datetime
-    conversation_id: str | None = None
-    generation: str | None = None
-    http_status: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    attempts: int = 0
-    duplicate: bool = False
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> CommandResult:
-        """The result from a decoded CommandResult record (fields a later schema adds are left out)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in record.items() if key in names})
-
-    @property
-    def failed(self) -> bool:
-        return self.status == "FAILED"
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON values (processed_at in epoch milliseconds)."""
-        return plain(dataclasses.asdict(self))
 
 
 class CommandPublisher:
@@ -170,7 +94,7 @@ class CommandPublisher:
         `text` is the customer's first message: it is sent as a SendMessage right after the start,
         and its command id is the answer's `message_id`.
         """
-        body = _start_body(
+        body = start_body(
             name, customer_id, email, phone, company, case_id, language, properties, history, channel_id, assignment
         )
         started = self.publish(ref, "StartConversation", body, command_id)
@@ -188,7 +112,7 @@ class CommandPublisher:
     ) -> str:
         """SendMessage from the customer ("USER") or a bot ("BOT"); Chat Gateway: with files and
         cards (content type, content)."""
-        return self.publish(ref, "SendMessage", _message_body(text, author_type, attachments, cards), command_id)
+        return self.publish(ref, "SendMessage", message_body(text, author_type, attachments, cards), command_id)
 
     def typing(self, ref: str, *, active: bool = True, author_type: str = "USER", command_id: str | None = None) -> str:
         """SetTyping (Chat Gateway): the agent sees the customer typing; `active=False` says it stopped."""
@@ -226,7 +150,7 @@ class CommandPublisher:
 
     def encode(self, ref: str, kind: str, body: Mapping[str, Any], command_id: str | None = None) -> tuple[str, bytes]:
         """The command id and the wire-format value of a command, without publishing it."""
-        return _encode(self._codec, ref, kind, body, command_id)
+        return encode_command(self._codec, ref, kind, body, command_id)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every command published so far is acknowledged; PublishError if any was not."""
@@ -314,195 +238,3 @@ class ResultWatcher:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
-
-
-class AsyncCommandPublisher:
-    """CommandPublisher for asyncio services, on aiokafka: the same methods, awaited; `async with` opens it.
-
-    Each call returns once Kafka has acknowledged the command (`PublishError` if it did not); with
-    `wait=False` at once, and `flush()` (or leaving the `async with` block) waits for every
-    acknowledgement and raises if any command was not taken.
-    """
-
-    def __init__(self, settings: Settings | None = None, *, wait: bool = True) -> None:
-        self.settings = settings or load_settings()
-        self._wait = wait
-        self._codec = AvroCodec(self.settings)
-        self._producer: Any = None
-        self._pending: list[Any] = []
-
-    async def open(self) -> None:
-        """Look up the schema, then connect (PublishError at once when Kafka cannot be reached or refuses the login)."""
-        from aiokafka import AIOKafkaProducer
-
-        reason = await probe(self.settings)
-        if reason is not None:
-            raise PublishError(f"cannot publish to {self.settings.topic_commands}: {reason}")
-        await self._codec.start("ConversationCommand")
-        producer = AIOKafkaProducer(
-            **self.settings.kafka_python_config(),
-            acks="all",
-            linger_ms=5,  # one batch in flight per partition: a ref's commands stay in order
-            request_timeout_ms=10_000,
-        )
-        try:
-            await producer.start()
-        except Exception as exc:  # aiokafka raises many kinds
-            await producer.stop()
-            raise PublishError(f"cannot publish to {self.settings.topic_commands}: {self._describe(exc)}") from None
-        self._producer = producer
-
-    async def start(
-        self,
-        ref: str,
-        *,
-        name: str,
-        customer_id: str | None = None,
-        email: str | None = None,
-        phone: str | None = None,
-        company: str | None = None,
-        case_id: str | None = None,
-        language: str | None = None,
-        properties: Mapping[str, str] | None = None,
-        history: Iterable[tuple[str, str]] = (),
-        channel_id: str | None = None,
-        assignment: tuple[str, str] | None = None,
-        text: str | None = None,
-        command_id: str | None = None,
-    ) -> Started:
-        """StartConversation, as `CommandPublisher.start`."""
-        body = _start_body(
-            name, customer_id, email, phone, company, case_id, language, properties, history, channel_id, assignment
-        )
-        started = await self.publish(ref, "StartConversation", body, command_id)
-        return Started(started, await self.message(ref, text) if text is not None else None)
-
-    async def message(
-        self,
-        ref: str,
-        text: str,
-        *,
-        author_type: str = "USER",
-        attachments: Sequence[Attachment] = (),
-        cards: Sequence[tuple[str, Mapping[str, Any]]] = (),
-        command_id: str | None = None,
-    ) -> str:
-        """SendMessage from the customer ("USER") or a bot ("BOT"); Chat Gateway: with files and
-        cards (content type, content)."""
-        return await self.publish(ref, "SendMessage", _message_body(text, author_type, attachments, cards), command_id)
-
-    async def typing(self, ref: str, *, active: bool = True, author_type: str = "USER", command_id: str | None = None) -> str:
-        """SetTyping (Chat Gateway): the agent sees the customer typing; `active=False` says it stopped."""
-        return await self.publish(ref, "SetTyping", {"active": active, "author_type": author_type.upper()}, command_id)
-
-    async def mark_read(self, ref: str, message_id: str, *, author_type: str = "USER", command_id: str | None = None) -> str:
-        """MarkRead (Chat Gateway): a read receipt for every message up to `message_id` (a ChatEvent's)."""
-        return await self.publish(ref, "MarkRead", {"message_id": message_id, "author_type": author_type.upper()}, command_id)
-
-    async def end(self, ref: str, *, reason: str | None = None, command_id: str | None = None) -> str:
-        """EndConversation: the customer leaves."""
-        return await self.publish(ref, "EndConversation", {"reason": reason}, command_id)
-
-    async def fetch_transcript(self, ref: str, *, command_id: str | None = None) -> str:
-        """FetchTranscript: have the conversation read back and published to chat.transcripts."""
-        return await self.publish(ref, "FetchTranscript", {"include_raw": True}, command_id)
-
-    async def publish(self, ref: str, kind: str, body: Mapping[str, Any], command_id: str | None = None) -> str:
-        """Publish one command of `kind` (the Avro record name) for `ref`; its command id."""
-        if self._producer is None:
-            raise RuntimeError("AsyncCommandPublisher is not open: use `async with` or await open() first")
-        command_id, value = _encode(self._codec, ref, kind, body, command_id)
-        try:
-            delivery = await self._producer.send(
-                self.settings.topic_commands, key=ref.encode(), value=value, headers=tracing.kafka_headers()
-            )
-            if self._wait:
-                await delivery
-        except Exception as exc:  # aiokafka raises many kinds
-            raise PublishError(f"cannot publish to {self.settings.topic_commands}: {self._describe(exc)}") from None
-        if not self._wait:
-            self._pending.append(delivery)
-        return command_id
-
-    async def flush(self) -> None:
-        """Wait until every command published so far is acknowledged; PublishError if any was not."""
-        pending, self._pending = self._pending, []
-        outcomes = await asyncio.gather(*pending, return_exceptions=True)
-        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        if failed:
-            raise PublishError(
-                f"{len(failed)} of {len(pending)} commands were not published to {self.settings.topic_commands}: "
-                f"{self._describe(failed[0])}"
-            )
-
-    async def close(self) -> None:
-        """Flush (PublishError if a command was not taken) and close the connections."""
-        try:
-            await self.flush()
-        finally:
-            if self._producer is not None:
-                await self._producer.stop()
-                self._producer = None
-
-    def _describe(self, exc: BaseException) -> str:
-        return describe(exc, self.settings, need=f"Write on Topic {self.settings.topic_commands}")
-
-    async def __aenter__(self) -> AsyncCommandPublisher:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
-
-
-def _start_body(
-    name: str,
-    customer_id: str | None,
-    email: str | None,
-    phone: str | None,
-    company: str | None,
-    case_id: str | None,
-    language: str | None,
-    properties: Mapping[str, str] | None,
-    history: Iterable[tuple[str, str]],
-    channel_id: str | None,
-    assignment: tuple[str, str] | None,
-) -> dict[str, Any]:
-    customer = {
-        "name": name,
-        "customer_id": customer_id,
-        "email": email,
-        "phone": phone,
-        "company": company,
-        "case_id": case_id,
-        "language": language,
-        "properties": dict(properties or {}),
-    }
-    return {
-        "customer": customer,
-        "channel_id": channel_id,
-        "assignment": {"type": assignment[0].upper(), "id": assignment[1]} if assignment else None,
-        "history": [{"text": t, "author_type": a.upper()} for t, a in history],
-    }
-
-
-def _message_body(
-    text: str, author_type: str, attachments: Sequence[Attachment] = (), cards: Sequence[tuple[str, Mapping[str, Any]]] = ()
-) -> dict[str, Any]:
-    return {
-        "text": text,
-        "author_type": author_type.upper(),
-        "attachments": [dataclasses.asdict(attachment) for attachment in attachments],
-        "cards": [{"content_type": kind, "content_json": json.dumps(content)} for kind, content in cards],
-    }
-
-
-def _encode(codec: AvroCodec, ref: str, kind: str, body: Mapping[str, Any], command_id: str | None) -> tuple[str, bytes]:
-    command_id = command_id or str(uuid.uuid4())
-    record = {
-        "command_id": command_id,
-        "conversation_ref": ref,
-        "created_at": int(time.time() * 1000),
-        "command": (f"{_NAMESPACE}.{kind}", dict(body)),
-    }
-    return command_id, codec.encode("ConversationCommand", record)
