@@ -6,7 +6,7 @@ Each server runs in its own process pinned to CPU 0; the load comes from wrk (ke
 to CPU 1: one Chat API v2 create-conversation for every three send-message calls. Three runs:
 the bare handler (answers 202 to everything), the sandbox with webhook delivery off (its channel's
 webhook deleted: API work only), and the sandbox delivering every event, signed, to a sink.
-The results are written to bench/RESULTS.md under "## Sandbox (issue 3)".
+The results are written to bench/RESULTS.md under "## Sandbox".
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
-HEADING = "## Sandbox (issue 3)"
+HEADING = "## Sandbox"
 TENANT = "sandbox-tenant"
 
 BARE_SERVER = """
