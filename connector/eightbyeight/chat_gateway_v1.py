@@ -42,7 +42,7 @@ class ChatGatewayV1(Provisioning):
     channel_type = "ChatAPI"
     features = frozenset({ATTACHMENTS, CARDS, TYPING, READ_RECEIPTS})
 
-    def __init__(self, api: ApiClient, headers: dict[str, str], base_url: str, *, find_max_pages: int = 20) -> None:
+    def __init__(self, api: ApiClient, headers: dict[str, str], base_url: str, *, find_max_pages: int) -> None:
         self._api = api
         self._headers = headers
         self._root = f"{base_url.rstrip('/')}/chat-gateway/v1"
