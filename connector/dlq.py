@@ -13,19 +13,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from connector.config import Settings
 from connector.kafka_errors import KafkaAccessError, describe
 from connector.results import CONNECT_ERRORS, ERROR_CODE_HEADER
 from connector.schemas import AvroCodec, SchemaError
-from connector.topics import assign_all
+from connector.topics import read_records
 
 __all__ = ["DeadLetter", "Replayed", "replay", "tail"]
 
@@ -164,33 +163,9 @@ def replay(
 
 def _read(settings: Settings, *, from_beginning: bool, timeout_s: float | None, to_end: bool) -> Iterator[DeadLetter]:
     """DLQ records until `timeout_s` idle seconds pass, or (`to_end`) up to the end offsets as they were at the start."""
-    topic = settings.topic_commands_dlq
-    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
-    need = f"Read on Topic {topic}"
-    try:
-        try:
-            partitions = assign_all(consumer, topic, from_beginning=from_beginning)
-            ends = consumer.end_offsets(partitions) if to_end else {}
-        except KafkaError as exc:
-            raise KafkaAccessError(describe(exc, settings, need=need)) from None
-        idle_since = time.monotonic()
-        while True:
-            if to_end and all(consumer.position(tp) >= end for tp, end in ends.items()):
-                return
-            if not to_end and timeout_s is not None and time.monotonic() - idle_since >= timeout_s:
-                return
-            try:
-                batches = consumer.poll(timeout_ms=200)
-            except KafkaError as exc:
-                raise KafkaAccessError(describe(exc, settings, need=need)) from None
-            for records in batches.values():
-                for record in records:
-                    idle_since = time.monotonic()
-                    yield DeadLetter(
-                        record.partition, record.offset, record.timestamp, record.key, record.value, tuple(record.headers or ())
-                    )
-    finally:
-        consumer.close()
+    records = read_records(settings, settings.topic_commands_dlq, from_beginning=from_beginning, timeout_s=timeout_s, to_end=to_end)
+    for record in records:
+        yield DeadLetter(record.partition, record.offset, record.timestamp, record.key, record.value, tuple(record.headers or ()))
 
 
 def _producer(settings: Settings) -> KafkaProducer:

@@ -9,17 +9,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kafka import KafkaConsumer
-from kafka.errors import KafkaError
-
 from connector.config import Settings
-from connector.kafka_errors import KafkaAccessError, describe
 from connector.schemas import AvroCodec, SchemaError, plain
-from connector.topics import assign_all
+from connector.topics import read_records
 
 __all__ = ["format_line", "tail"]
 
@@ -79,23 +74,6 @@ async def _tail(
 
 
 def _values(settings: Settings, from_beginning: bool, timeout_s: float | None) -> Iterator[bytes]:
-    """Record values of chat.events until `timeout_s` seconds pass without one (KafkaAccessError naming
-    the missing ACL when Kafka does not let the principal read them)."""
-    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
-    try:
-        try:
-            assign_all(consumer, settings.topic_events, from_beginning=from_beginning)
-        except KafkaError as exc:
-            raise KafkaAccessError(describe(exc, settings, need=f"Read on Topic {settings.topic_events}")) from None
-        idle_since = time.monotonic()
-        while timeout_s is None or time.monotonic() - idle_since < timeout_s:
-            try:
-                batches = consumer.poll(timeout_ms=200)
-            except KafkaError as exc:
-                raise KafkaAccessError(describe(exc, settings, need=f"Read on Topic {settings.topic_events}")) from None
-            for records in batches.values():
-                for record in records:
-                    idle_since = time.monotonic()
-                    yield record.value
-    finally:
-        consumer.close()
+    """Record values of chat.events until `timeout_s` seconds pass without one."""
+    for record in read_records(settings, settings.topic_events, from_beginning=from_beginning, timeout_s=timeout_s):
+        yield record.value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "check_webhook_topic",
     "create_topics",
     "partition_counts",
+    "read_records",
     "topic_specs",
 ]
 
@@ -219,3 +221,35 @@ def assign_all(consumer: KafkaConsumer, topic: str, *, from_beginning: bool) -> 
     for partition in partitions:  # fix the positions now, before anything new is published
         consumer.position(partition)
     return partitions
+
+
+def read_records(
+    settings: Settings, topic: str, *, from_beginning: bool, timeout_s: float | None = None, to_end: bool = False
+) -> Iterator[Any]:
+    """The records of `topic`, read with no group (no committed offset moves): until `timeout_s` seconds pass
+    without one (None: for ever), or with `to_end` up to the end offsets as they were at the start.
+    KafkaAccessError, naming the missing ACL, when Kafka does not let the principal read them."""
+    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
+    need = f"Read on Topic {topic}"
+    try:
+        try:
+            partitions = assign_all(consumer, topic, from_beginning=from_beginning)
+            ends = consumer.end_offsets(partitions) if to_end else {}
+        except KafkaError as exc:
+            raise KafkaAccessError(describe(exc, settings, need=need)) from None
+        idle_since = time.monotonic()
+        while True:
+            if to_end and all(consumer.position(tp) >= end for tp, end in ends.items()):
+                return
+            if not to_end and timeout_s is not None and time.monotonic() - idle_since >= timeout_s:
+                return
+            try:
+                batches = consumer.poll(timeout_ms=200)
+            except KafkaError as exc:
+                raise KafkaAccessError(describe(exc, settings, need=need)) from None
+            for records in batches.values():
+                for record in records:
+                    idle_since = time.monotonic()
+                    yield record
+    finally:
+        consumer.close()
