@@ -61,25 +61,46 @@ def settings(settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> S
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start `connector worker` processes with the given env; they are killed at the end of the test."""
-    processes: list[subprocess.Popen] = []
+    """Start `connector worker` processes with the given env (by default waiting until ready); killed at the end."""
+    processes = _Processes(tmp_path, "worker", timeout=60.0)
+    yield processes.start
+    processes.kill()
 
-    def start(env: dict[str, str], *, wait_ready: bool = True, timeout: float = 60.0) -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(processes)}.log", "ab")
+
+@pytest.fixture
+def start_edge(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start `connector edge` processes with the given env (by default waiting until ready); killed at the end."""
+    processes = _Processes(tmp_path, "edge", timeout=30.0)
+    yield processes.start
+    processes.kill()
+
+
+class _Processes:
+    """The `connector <command>` processes of one test, each logging to a file of its own."""
+
+    def __init__(self, tmp_path: Path, command: str, *, timeout: float) -> None:
+        self._tmp_path = tmp_path
+        self._command = command
+        self._timeout = timeout
+        self._started: list[subprocess.Popen] = []
+
+    def start(self, env: dict[str, str], *, wait_ready: bool = True, timeout: float | None = None) -> subprocess.Popen:
+        log = open(self._tmp_path / f"{self._command}-{len(self._started)}.log", "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "worker"],
+            [sys.executable, "-m", "connector", self._command],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        processes.append(process)
+        self._started.append(process)
         if wait_ready:
-            wait_until_ready(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}", process, timeout, log.name)
+            url = f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}"
+            wait_until_ready(url, process, timeout if timeout is not None else self._timeout, log.name)
         return process
 
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+    def kill(self) -> None:
+        for process in self._started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)

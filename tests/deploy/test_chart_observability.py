@@ -5,10 +5,8 @@ series), the monitors, the Grafana dashboard, the KEDA ScaledObject, and every m
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import connector
 from tests.commands.conftest import Results, connector_env, publisher_for, readers, sandbox, start_sandbox, worker_port  # noqa: F401
-from tests.support.env import free_port, wait_until_ready
+from tests.support.env import free_port
 
 from .conftest import CHART, CI_VALUES, SKIPPED_KINDS, Render, Rendered, tool
 
@@ -334,26 +332,6 @@ def test_wrong_observability_values_fail(render: Render, values: dict[str, Any],
 # --- every metric named is exported by a running worker (and the webhooks' by an edge) -----------------
 
 
-@pytest.fixture
-def start_edge(tmp_path: Path):
-    """Start a `connector edge` with the given env, on ports of its own; killed at the end of the test."""
-    processes: list[subprocess.Popen] = []
-
-    def start(env: dict[str, str]) -> dict[str, str]:
-        env = {**env, "CONNECTOR_WEB_PORT": str(free_port()), "CONNECTOR_ADMIN_PORT": str(free_port())}
-        log = tmp_path / "edge.log"
-        process = subprocess.Popen([sys.executable, "-m", "connector", "edge"], env={**os.environ, **env},
-                                   stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        processes.append(process)
-        wait_until_ready(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}", process, 30, str(log))
-        return env
-
-    yield start
-    for process in processes:
-        process.kill()
-        process.wait(10)
-
-
 @pytest.mark.kafka
 def test_a_running_worker_exports_every_metric_the_rules_and_the_dashboard_name(
     render: Render, sandbox, connector_env, start_worker, start_edge, publisher_for, readers
@@ -363,7 +341,8 @@ def test_a_running_worker_exports_every_metric_the_rules_and_the_dashboard_name(
     generation = "chat-api-v2"
     env = connector_env(sandbox, generation, kafka_lag_interval_s=0.5)
     start_worker(env)
-    edge_env = start_edge(env)
+    edge_env = {**env, "CONNECTOR_WEB_PORT": str(free_port()), "CONNECTOR_ADMIN_PORT": str(free_port())}
+    start_edge(edge_env)
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
     ref = f"metrics-{uuid.uuid4().hex[:8]}"

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +24,7 @@ from connector.sandbox.config import SandboxConfig
 from connector.sandbox.server import RunningSandbox, start_sandbox
 from connector.topics import create_topics
 from tests.support.avro import Avro
-from tests.support.env import free_port, settings_of, wait_until_ready
+from tests.support.env import free_port, settings_of
 from tests.unit.test_signature import b64url, jwk
 
 
@@ -90,31 +86,6 @@ def sandbox(ingress_env: dict[str, str]) -> Iterator[SandboxThread]:
     )
     yield thread
     thread.stop()
-
-
-@pytest.fixture
-def start_edge(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start `connector edge` processes with the given env (waiting until ready); killed at the end of the test."""
-    processes: list[subprocess.Popen] = []
-
-    def start(env: dict[str, str], *, timeout: float = 30.0) -> subprocess.Popen:
-        log = open(tmp_path / f"edge-{len(processes)}.log", "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "connector", "edge"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes.append(process)
-        wait_until_ready(f"http://127.0.0.1:{env['CONNECTOR_WEB_PORT']}", process, timeout, log.name)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 class KeyServer:

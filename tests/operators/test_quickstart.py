@@ -8,15 +8,13 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from connector.topics import create_topics
-from tests.support.env import free_port, settings_of
+from tests.support.env import free_port, settings_of, wait_until_ready
 
 pytestmark = pytest.mark.kafka
 
@@ -53,7 +51,7 @@ def test_the_quick_start_works_as_written(settings_env: dict[str, str], tmp_path
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        _wait_ready(f"http://127.0.0.1:{settings_env['CONNECTOR_WEB_PORT']}", dev, tmp_path / "dev.log")
+        wait_until_ready(f"http://127.0.0.1:{settings_env['CONNECTOR_WEB_PORT']}", dev, 120.0, log.name)
         ref = f"order-{uuid.uuid4().hex[:8]}"
         for command, shown in quick_start():
             args = shlex.split(command.replace("order-42", ref))
@@ -75,18 +73,6 @@ def _assert_shown_in_order(command: str, shown: list[dict[str, str]], printed: l
             at += 1
         assert at < len(printed), f"{command}: no line like {expected} in order in {printed}"
         at += 1
-
-
-def _wait_ready(base_url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"connector dev not ready (exit {process.poll()}):\n{log.read_text()[-3000:]}")
 
 
 def test_readme_links_stay_in_the_repository_and_name_the_license() -> None:
