@@ -29,6 +29,7 @@ __all__ = [
     "RESULTS",
     "Outputs",
     "failure",
+    "id_record",
     "now_ms",
     "observe_end_to_end",
     "recalled",
@@ -120,6 +121,11 @@ def recalled(ref: str, command_id: str, stored: dict[str, Any]) -> dict[str, Any
     return answer
 
 
+def id_record(kind: str, generation: str, ref: str | None, received_at: int) -> dict[str, Any]:
+    """A RawWebhook record about an 8x8 id's ref for the event agent (REF_MAPPING, REF_EXPIRED), not a webhook."""
+    return {"kind": kind, "generation": generation, "body": b"", "headers": {}, "received_at": received_at, "conversation_ref": ref}
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -152,14 +158,7 @@ class Outputs:
 
     async def mapping(self, conversation_id: str, ref: str, generation: str) -> None:
         """Tell the event agent which ref an 8x8 id belongs to (it alone writes the `refs` table)."""
-        record = {
-            "kind": "REF_MAPPING",
-            "generation": generation,
-            "body": b"",
-            "headers": {},
-            "received_at": now_ms(),
-            "conversation_ref": ref,
-        }
+        record = id_record("REF_MAPPING", generation, ref, now_ms())
         await self.emit(self._settings.topic_webhooks_raw, conversation_id.encode(), "RawWebhook", record)
 
     async def dead_letter(

@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from connector import _faust_compat as compat
 from connector.appender import NotDelivered
 from connector.conversation import Status
+from connector.results import id_record
 
 if TYPE_CHECKING:
     from connector.app import Connector
@@ -151,14 +152,8 @@ class Sweeper:
     async def _expire_ref(self, value: dict[str, Any], now_ms: int) -> None:
         """Append the REF_EXPIRED record of the entry's 8x8 id and wait for Kafka's ack."""
         settings = self._connector.settings
-        record = {
-            "kind": REF_EXPIRED,
-            "generation": value.get("generation") or settings.platform_generation.value,
-            "body": b"",
-            "headers": {},
-            "received_at": now_ms,
-            "conversation_ref": value.get("ref"),
-        }
+        generation = value.get("generation") or settings.platform_generation.value
+        record = id_record(REF_EXPIRED, generation, value.get("ref"), now_ms)
         encoded = self._connector.codec.encode("RawWebhook", record)
         await self._connector.appender.deliver(settings.topic_webhooks_raw, value["conversation_id"].encode(), encoded)
 
