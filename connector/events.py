@@ -42,9 +42,8 @@ from connector.app import Connector
 from connector.config import Settings
 from connector.retention import REF_EXPIRED
 from connector.schemas import SchemaError
-from connector.normalise import is_echo, normalise, parse
+from connector.normalise import event_id_of, is_echo, normalise, parse
 from connector.conversation import Conversation, after_event
-from connector.webhook import event_id_of
 
 __all__ = ["install"]
 

@@ -1,26 +1,40 @@
 """8x8 webhook events of both generations into `ChatEvent` records: pure, no Kafka, no Faust.
 
-The body is parsed once (`parse`) and the parsed event is what `normalise` and the edge's
-`event_key` read. Gateway messages' attachments and cards, ACTIVITY's typing, read receipts and
-card or quick-reply actions, and CONVERSATION_UPDATE's state, assignment and channel are fields of
-their own; everything else 8x8 sends is kept in `raw_json` (unknown types as `UNKNOWN`).
+The body is parsed once (`parse`) and the parsed event is what `normalise` and `event_key` read;
+the edge keys chat.webhooks.raw with `event_key` and `event_id_of`. Gateway messages' attachments
+and cards, ACTIVITY's typing, read receipts and card or quick-reply actions, and
+CONVERSATION_UPDATE's state, assignment and channel are fields of their own; everything else 8x8 sends is kept in `raw_json` (unknown types as `UNKNOWN`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from typing import Any
 
 from connector.config import Generation
 
-__all__ = ["NormaliseError", "is_echo", "normalise", "parse"]
+__all__ = ["NormaliseError", "event_id_of", "event_key", "is_echo", "normalise", "parse"]
 
 V2 = Generation.CHAT_API_V2.value
 
 
 class NormaliseError(ValueError):
     """A webhook body that is not a JSON object."""
+
+
+def event_id_of(headers: dict[str, str], body: bytes) -> str:
+    """x-8x8-event-id; without it (verification off), a digest of the body so identical retries still match."""
+    return headers.get("x-8x8-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def event_key(event: dict[str, Any], event_id: str) -> str:
+    """The chat.webhooks.raw key of a parsed webhook event: its 8x8 conversation id, else the event id."""
+    conversation_id = event.get("conversationId")
+    if isinstance(conversation_id, (int, float)) and not isinstance(conversation_id, bool):
+        return str(conversation_id)  # 8x8 ids are sometimes numeric
+    return conversation_id if isinstance(conversation_id, str) and conversation_id else event_id
 
 
 def parse(body: bytes) -> dict[str, Any]:

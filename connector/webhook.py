@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from connector import _faust_compat as compat
 from connector.config import KAFKA_MAX_REQUEST_BYTES, RECORD_OVERHEAD_BYTES, Settings
 from connector.kafka_errors import KafkaTrouble
+from connector.normalise import event_id_of, event_key
 from connector.schemas import AvroCodec
 from connector.signature import HEADERS, EventBodies, JwkCache, KeyUnavailable, SignatureError, Verifier, jwk_url
 
@@ -38,8 +38,6 @@ __all__ = [
     "PATH",
     "Edge",
     "WebhookProducer",
-    "event_id_of",
-    "event_key",
     "install",
     "readiness_checks",
     "verifier_of",
@@ -208,19 +206,6 @@ def readiness_checks(
     if keys is not None:
         checks["jwk"] = _jwk_ready(keys)
     return checks, {"kafka": KafkaTrouble(settings)}
-
-
-def event_id_of(headers: dict[str, str], body: bytes) -> str:
-    """x-8x8-event-id; without it (verification off), a digest of the body so identical retries still match."""
-    return headers.get("x-8x8-event-id") or "sha256:" + hashlib.sha256(body).hexdigest()
-
-
-def event_key(event: dict[str, Any], event_id: str) -> str:
-    """The chat.webhooks.raw key of a parsed webhook event: its 8x8 conversation id, else the event id."""
-    conversation_id = event.get("conversationId")
-    if isinstance(conversation_id, (int, float)) and not isinstance(conversation_id, bool):
-        return str(conversation_id)  # 8x8 ids are sometimes numeric
-    return conversation_id if isinstance(conversation_id, str) and conversation_id else event_id
 
 
 def verifier_of(settings: Settings) -> tuple[Verifier | None, JwkCache | None]:

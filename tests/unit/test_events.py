@@ -7,8 +7,7 @@ import json
 import fastavro
 import pytest
 
-from connector.normalise import NormaliseError, is_echo, normalise, parse
-from connector.webhook import event_id_of, event_key
+from connector.normalise import NormaliseError, event_id_of, event_key, is_echo, normalise, parse
 from connector.schemas import load_schema
 
 V2, GW = "chat-api-v2", "chat-gateway-v1"
