@@ -40,7 +40,7 @@ from prometheus_client import Counter, Gauge
 from connector import _faust_compat as compat
 from connector.app import Connector
 from connector.config import Settings
-from connector.retention import REF_EXPIRED
+from connector.retention import REF_EXPIRED, settled
 from connector.schemas import SchemaError
 from connector.normalise import event_id_of, is_echo, normalise, parse
 from connector.conversation import Conversation, after_event
@@ -119,7 +119,7 @@ class _EventAgent:
         in case it comes); those kept past the remap window are forgotten. Paused while the worker settles."""
         app = self._connector.app
         now = _now_ms()
-        if app.rebalancing or not app.tables.actives_ready:
+        if not settled(app):
             self._settled_since = None  # a mapping may still be on its way: the clock waits
             return
         if self._settled_since is None:

@@ -32,7 +32,7 @@ from connector.results import id_record
 if TYPE_CHECKING:
     from connector.app import Connector
 
-__all__ = ["CHANGELOG_CONFIG", "REF_EXPIRED", "Sweeper", "expired", "last_change", "sweep_interval"]
+__all__ = ["CHANGELOG_CONFIG", "REF_EXPIRED", "Sweeper", "expired", "last_change", "settled", "sweep_interval"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ def sweep_interval(retention_s: float) -> float:
     return min(600.0, max(1.0, retention_s / 20))
 
 
+def settled(app: Any) -> bool:
+    """Not rebalancing, and the tables of the active partitions are recovered."""
+    return not app.rebalancing and app.tables.actives_ready
+
+
 class Sweeper:
     """Deletes the expired conversations of the partitions this worker owns, and their refs entries."""
 
@@ -104,7 +109,7 @@ class Sweeper:
         and when Kafka refuses a REF_EXPIRED record for good (logged; the next pass tries again).
         """
         app = self._connector.app
-        if not _settled(app):
+        if not settled(app):
             return 0
         generation = compat.consumer_generation(app)
         table = self._connector.conversations
@@ -120,7 +125,7 @@ class Sweeper:
                     logger.error("expired conversations not deleted, their refs entries could not be: %s", exc)
                     break
             await asyncio.sleep(0)
-            if not _settled(app) or compat.consumer_generation(app) != generation:
+            if not settled(app) or compat.consumer_generation(app) != generation:
                 break
         if deleted:
             STATE_EXPIRED.inc(deleted)
@@ -138,7 +143,7 @@ class Sweeper:
             if tp in owned and not self._busy(key):
                 mine.append((key, value, tp.partition))
         await asyncio.gather(*(self._expire_ref(value, now_ms) for _, value, _ in mine if value.get("conversation_id")))
-        if not _settled(app) or compat.consumer_generation(app) != generation:
+        if not settled(app) or compat.consumer_generation(app) != generation:
             return 0
         deleted = 0
         table = self._connector.conversations
@@ -156,8 +161,3 @@ class Sweeper:
         record = id_record(REF_EXPIRED, generation, value.get("ref"), now_ms)
         encoded = self._connector.codec.encode("RawWebhook", record)
         await self._connector.appender.deliver(settings.topic_webhooks_raw, value["conversation_id"].encode(), encoded)
-
-
-def _settled(app: Any) -> bool:
-    """Not rebalancing, and the tables of the active partitions are recovered."""
-    return not app.rebalancing and app.tables.actives_ready
