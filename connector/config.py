@@ -9,10 +9,10 @@ from __future__ import annotations
 import enum
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "ConfigError",
@@ -298,6 +298,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Chat Gateway: the largest file a SendMessage may carry, or have fetched from its url, bytes.",
     )
+    command_attachment_allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode] = Field(
+        [],
+        description="Networks, comma separated CIDRs (e.g. 10.20.0.0/16,fd00:20::/32), that a SendMessage's "
+        "attachment url may resolve to besides public addresses, for files served from inside. Empty: public "
+        "addresses only; loopback, private, link-local (cloud metadata), CGNAT, multicast and reserved ones are "
+        "refused (ATTACHMENT_UNAVAILABLE). `connector dev` allows loopback, where its sandbox serves files.",
+    )
     command_revoke_grace_s: float = Field(
         15.0,
         gt=0,
@@ -351,6 +358,14 @@ class Settings(BaseSettings):
                         f"{ENV_PREFIX}{name.upper()}_FILE: cannot read {path}: {exc.strerror}"
                     ) from None
         return data
+
+    @field_validator("command_attachment_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        """A comma separated list in the environment (like the bootstrap servers); a list as it is."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Settings":

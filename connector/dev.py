@@ -52,7 +52,16 @@ def run_dev(settings: Settings, *, sandbox_port: int, generation: Generation, ec
         _wait_for_json(f"{sandbox_url}/_sandbox/info", children[0])
         channel_id = _set_up(platform, webhook_url.removesuffix("/webhooks/8x8"))
         children.append(
-            _spawn(["worker"], {**platform, "CONNECTOR_PLATFORM_CHANNEL_ID": channel_id, "CONNECTOR_WORKER_SERVE_WEBHOOKS": "true"})
+            _spawn(
+                ["worker"],
+                {
+                    **platform,
+                    "CONNECTOR_PLATFORM_CHANNEL_ID": channel_id,
+                    "CONNECTOR_WORKER_SERVE_WEBHOOKS": "true",
+                    # The sandbox serves the files its messages carry (pre-signed URLs) on loopback.
+                    "CONNECTOR_COMMAND_ATTACHMENT_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+                },
+            )
         )
         _wait_for_json(f"http://127.0.0.1:{settings.web_port}/healthz", children[1], timeout=120)
         echo(_banner(settings, sandbox_url, webhook_url, generation, channel_id))

@@ -230,7 +230,12 @@ class CommandRunner:
 
     async def _fetch(self, name: str, content_type: str, url: str) -> File:
         return await attachments.fetch(
-            name, content_type, url, max_bytes=self.settings.command_attachment_max_bytes, timeout_s=self.settings.platform_timeout_s
+            name,
+            content_type,
+            url,
+            max_bytes=self.settings.command_attachment_max_bytes,
+            timeout_s=self.settings.platform_timeout_s,
+            network=attachments.CheckedNetwork(self.settings.command_attachment_allowed_networks),
         )
 
     async def _was_sent(self, conversation_id: str, message: Message, since_ms: int) -> bool:

@@ -33,7 +33,8 @@ def test_gateway_sends_files_cards_typing_and_read_receipts(
     start_sandbox, connector_env, start_worker, publisher_for, readers, tmp_path: Path
 ) -> None:
     sandbox = start_sandbox("--exchanges", "0")  # the agent stays
-    env = connector_env(sandbox, "chat-gateway-v1")
+    # The sandbox serves its pre-signed URLs on 127.0.0.1, which the worker refuses unless allowed.
+    env = connector_env(sandbox, "chat-gateway-v1", command_attachment_allowed_networks="127.0.0.0/8")
     start_worker(env)
     publisher = publisher_for(env)
     results: Results = readers(Results, env)
@@ -74,13 +75,19 @@ def test_gateway_sends_files_cards_typing_and_read_receipts(
     assert len(again) == 1 and httpx.get(again[0]["preSignedUrl"]).content == PDF
     assert seen["activity"][1]["name"] == "read-receipt" and seen["activity"][1]["readAt"] == greeting["created_ms"]
 
-    # A URL that does not answer, and a card that is not JSON: FAILED with the reason, nothing sent.
+    # A URL that does not answer, one on an internal address, and a card that is not JSON: FAILED with the
+    # reason (never the URL's query), nothing sent.
     uploads = _count(sandbox, "addconversationattachments")
     missing = publisher.message(ref, "x", attachments=[Attachment("gone.pdf", "application/pdf", url=f"{sandbox.url}/nothing-here")])
+    metadata = "http://169.254.169.254/latest/meta-data/?X-Amz-Signature=secret"
+    internal = publisher.message(ref, "x", attachments=[Attachment("creds.txt", "text/plain", url=metadata)])
     bad_card = publisher.publish(ref, "SendMessage", {"text": "x", "cards": [{"content_type": "Buttons", "content_json": "{"}]})
     publisher.flush()
-    by_id = results.wait_for([missing, bad_card], 30)
+    by_id = results.wait_for([missing, internal, bad_card], 30)
     assert by_id[missing][0]["error_code"] == "ATTACHMENT_UNAVAILABLE" and "gone.pdf" in by_id[missing][0]["error_message"]
+    refused = by_id[internal][0]
+    assert refused["status"] == "FAILED" and refused["error_code"] == "ATTACHMENT_UNAVAILABLE", refused
+    assert "169.254.169.254 is not a public address" in refused["error_message"] and "secret" not in refused["error_message"]
     assert by_id[bad_card][0]["error_code"] == "INVALID_COMMAND" and "cards[0]" in by_id[bad_card][0]["error_message"]
     assert _count(sandbox, "addconversationattachments") == uploads
 

@@ -139,3 +139,16 @@ def test_every_field_is_documented() -> None:
 
     undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
     assert undocumented == []
+
+
+def test_attachment_urls_reach_public_addresses_only_unless_networks_are_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    assert load_settings().command_attachment_allowed_networks == []
+    monkeypatch.setenv("CONNECTOR_COMMAND_ATTACHMENT_ALLOWED_NETWORKS", " 127.0.0.0/8, ::1/128,")
+    allowed = load_settings().command_attachment_allowed_networks
+    assert allowed == [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    for wrong in ("localhost", "10.0.0.1/8"):  # a name; host bits set
+        monkeypatch.setenv("CONNECTOR_COMMAND_ATTACHMENT_ALLOWED_NETWORKS", wrong)
+        with pytest.raises(ConfigError, match="CONNECTOR_COMMAND_ATTACHMENT_ALLOWED_NETWORKS: value is not a valid"):
+            load_settings()
