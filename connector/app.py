@@ -24,6 +24,7 @@ __all__ = [
     "CONVERSATIONS_TABLE",
     "Check",
     "HELD_EVENTS_TABLE",
+    "INTERACTIONS_TABLE",
     "REFS_TABLE",
     "Reason",
     "SEEN_EVENTS_TABLE",
@@ -39,7 +40,8 @@ CONVERSATIONS_TABLE = "conversations"
 REFS_TABLE = "refs"
 HELD_EVENTS_TABLE = "held-events"  # events waiting for their ref (event agent)
 SEEN_EVENTS_TABLE = "seen-events"  # recent event ids, to drop 8x8's retries (event agent)
-TABLES = (CONVERSATIONS_TABLE, REFS_TABLE, HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE)
+INTERACTIONS_TABLE = "interactions"  # the interaction count of each 8x8 conversation (event agent)
+TABLES = (CONVERSATIONS_TABLE, REFS_TABLE, HELD_EVENTS_TABLE, SEEN_EVENTS_TABLE, INTERACTIONS_TABLE)
 
 # A readiness check (True when ready), and what says why one failed (None when it cannot say).
 Check = Callable[[], Awaitable[bool]]
@@ -67,10 +69,12 @@ class Connector:
     conversations: faust.Table
     # refs[8x8 conversation id] -> ref; co-partitioned with webhooks_raw (key: 8x8 id).
     refs: faust.Table
-    # held_events[8x8 id] -> events waiting for their ref; seen_events[event id] -> when it was published
-    # (the event agent's, co-partitioned with webhooks_raw).
+    # held_events[8x8 id] -> events waiting for their ref; seen_events[event id] -> when it was published;
+    # interactions[8x8 id] -> the conversation's interaction count (the event agent's, co-partitioned with
+    # webhooks_raw).
     held_events: faust.Table
     seen_events: faust.Table
+    interactions: faust.Table
     # Every write to `conversations` and every record the command agent publishes goes through it.
     appender: Appender
     # What the parts add for the public port (connector.web): routes (the webhook endpoint, when the worker
@@ -132,6 +136,7 @@ def build(settings: Settings) -> Connector:
         refs=table(app, REFS_TABLE, settings),
         held_events=table(app, HELD_EVENTS_TABLE, settings),
         seen_events=table(app, SEEN_EVENTS_TABLE, settings),
+        interactions=table(app, INTERACTIONS_TABLE, settings),
         appender=Appender(app),
     )
 

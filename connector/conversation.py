@@ -1,7 +1,8 @@
 """The conversation record kept in the `conversations` table, and the status machine over it.
 
-Pure functions only, so the rules of the 8x8 flow are tested without Kafka. Both agents use them:
-the command agent (`check_command`, `after_command`) and the status agent (`after_event`).
+Pure functions only, so the rules of the 8x8 flow are tested without Kafka. The agents use them:
+the command agent (`check_command`, `after_command`), the status agent (`after_event`) and the
+event agent, which counts the interactions of each 8x8 conversation (`next_interaction`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from typing import Any
 __all__ = [
     "CommandKind",
     "Conversation",
+    "Interaction",
+    "Phase",
     "Status",
     "after_command",
     "after_event",
     "check_command",
+    "next_interaction",
 ]
 
 RECENT_COMMANDS = 64
@@ -187,3 +191,37 @@ def after_event(conversation: Conversation, event_type: str, now: int, **facts: 
             conversation, status=Status.AGENT_LEFT, agent_id=None, agent_name=None, agent_left_at=now, updated_at=now
         )
     return conversation
+
+
+class Phase(str, enum.Enum):
+    """Where the current interaction of a conversation is, as far as its events tell."""
+
+    OPEN = "OPEN"  # queued, or with an agent
+    TRANSFERRING = "TRANSFERRING"  # a TRANSFER since the last AGENT_JOINED: the next agent-left is not an end
+    LEFT = "LEFT"  # the agent left, not in a transfer: the next QUEUED or AGENT_JOINED opens a new interaction
+
+
+@dataclass(frozen=True)
+class Interaction:
+    """Which 8x8 interaction of its conversation an event belongs to (1 for the first), and its phase."""
+
+    count: int = 1
+    phase: Phase = Phase.OPEN
+
+
+def next_interaction(interaction: Interaction | None, event_type: str) -> Interaction:
+    """The interaction after a normalised event of `event_type`, from the one before (None: the conversation's
+    first event, which belongs to the first). The same rules as the status machine: a new interaction starts
+    when the conversation is queued or joined again after the agent left, and a transfer does not end one."""
+    current = interaction or Interaction()
+    if event_type in ("QUEUED", "AGENT_JOINED"):
+        if current.phase is Phase.LEFT:
+            return Interaction(current.count + 1, Phase.OPEN)
+        if event_type == "AGENT_JOINED":
+            return dataclasses.replace(current, phase=Phase.OPEN)
+        return current  # queued while open or in a transfer: no change
+    if event_type == "TRANSFER":
+        return dataclasses.replace(current, phase=Phase.TRANSFERRING)
+    if event_type == "AGENT_LEFT" and current.phase is not Phase.TRANSFERRING:
+        return dataclasses.replace(current, phase=Phase.LEFT)
+    return current

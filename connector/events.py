@@ -12,15 +12,23 @@ being processed (named explicitly, so that the hold timer writes to the same par
 stream, in the store as in the changelog):
 - `refs[8x8 id] -> ref`, deleted on the REF_EXPIRED record the command side's retention sweep
   (`connector.retention`) writes when it deletes the conversation;
-- `held-events[8x8 id] -> [{value, since, unmapped}]`: raw records waiting for their ref, in arrival
-  order. The hold clock runs only while the worker is settled (not rebalancing or recovering its
-  tables), so a worker's crash and recovery never uses up the time a mapping has to come. An event
-  whose hold ran out is published keyed by the 8x8 id and stays held (`unmapped`) for
-  `events_remap_window_s`: if its mapping comes meanwhile, it is published again with its ref;
+- `held-events[8x8 id] -> [{event_id, value, since, partition, interaction_count, unmapped}]`: raw
+  records waiting for their ref, in arrival order. The hold clock runs only while the worker is
+  settled (not rebalancing or recovering its tables), so a worker's crash and recovery never uses up
+  the time a mapping has to come. An event whose hold ran out is published keyed by the 8x8 id and
+  stays held (`unmapped`) for `events_remap_window_s`: if its mapping comes meanwhile, it is published
+  again with its ref;
 - `seen-events[event id] -> [partition, seq, published at]`: the event ids published from each
   partition in the last `events_dedupe_window_s`, at most `events_dedupe_per_partition` of them,
   oldest deleted first. Being a table, it survives restarts and rebalances, so a retry that
-  reaches a replacement worker is still dropped.
+  reaches a replacement worker is still dropped;
+- `interactions[8x8 id] -> {count, phase, partition, at, recent}`: which 8x8 interaction of the
+  conversation its events belong to (`connector.conversation.next_interaction`), the ChatEvents'
+  `interaction_count`. Counted when an event arrives, so one held and published later carries the
+  count of its arrival; written when the count or phase changes (at `at`), with the ids of the last
+  events that changed it (`recent`, see `counted`). Deleted with the `refs` entry on REF_EXPIRED; an
+  entry whose 8x8 id has no ref, unchanged for `state_retention_s`, by a slow sweep in slices
+  (`forget_interactions`), so that conversations never mapped do not stay forever.
 Only the active owner of a partition changes its entries on the timer (not a standby's copy).
 Published events are acknowledged by Kafka before they are marked seen, so a crash in between
 publishes an event twice at worst, never loses it.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import itertools
 import logging
 import time
 from typing import Any
@@ -40,12 +49,12 @@ from prometheus_client import Counter, Gauge
 from connector import _faust_compat as compat
 from connector.app import Connector
 from connector.config import Settings
-from connector.retention import REF_EXPIRED, settled
+from connector.retention import REF_EXPIRED, SLICE, settled, sweep_interval
 from connector.schemas import SchemaError
 from connector.normalise import event_id_of, is_echo, normalise, parse
-from connector.conversation import Conversation, after_event
+from connector.conversation import Conversation, Interaction, Phase, after_event, next_interaction
 
-__all__ = ["install"]
+__all__ = ["counted", "install"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +79,18 @@ EVENTS_REMAPPED = Counter(
 EVENTS_HELD = Gauge("connector_events_held", "Events held by this worker, waiting for their conversation ref.")
 STATUS_UPDATES = Counter("connector_status_updates_total", "Conversation status changes made by chat events.")
 
+# How many of the events that changed an `interactions` entry it remembers (see `counted`).
+RECENT_CHANGES = 4
+
+
 def install(connector: Connector) -> None:
     """Add the event agent, its hold timer and the status agent to the connector's app."""
     agent = _EventAgent(connector, connector.settings)
     app = connector.app
     app.agent(connector.webhooks_raw, name="connector.events.raw")(agent.run)
     app.timer(1.0, name="connector.events.hold-timer")(agent.release_expired)
+    interval = sweep_interval(connector.settings.state_retention_s)
+    app.timer(interval, name="connector.events.interactions-sweep")(agent.forget_interactions)
     app.agent(connector.events, name="connector.events.status")(_status_agent(connector))
 
 
@@ -91,6 +106,7 @@ class _EventAgent:
         self._appender = connector.appender
         self._held = connector.held_events
         self._seen = connector.seen_events
+        self._interactions = connector.interactions
         # Per partition, the ids of `seen-events` with the time they were published, oldest first; rebuilt
         # from the table after each rebalance (`_order_of`).
         self._order: dict[int, collections.deque[tuple[str, int]]] = {}
@@ -144,9 +160,45 @@ class _EventAgent:
             EVENTS_HELD.set(self._held_count)
             await self._forget_seen(owned, now - int(self._options.events_dedupe_window_s * 1000))
 
+    async def forget_interactions(self) -> None:
+        """The interactions sweep, every `sweep_interval` of the retention time: deletes the entries of owned
+        partitions unchanged for `state_retention_s` whose 8x8 id has no ref. An error is logged, and the next
+        sweep tries again."""
+        try:
+            deleted = await self._forget_interactions(_now_ms() - int(self._options.state_retention_s * 1000))
+        except Exception:  # a bug must not stop the timer, nor the worker
+            logger.exception("the interactions sweep failed; the next one tries again")
+            return
+        if deleted:
+            logger.info("forgot the interaction counts of %d conversations with no ref", deleted)
+
+    async def _forget_interactions(self, before: int) -> int:
+        """One pass, a slice at a time, holding the agent's lock only per slice; stops when a rebalance starts."""
+        app = self._connector.app
+        if not settled(app):
+            return 0
+        generation = compat.consumer_generation(app)
+        topic = self._connector.settings.topic_webhooks_raw
+        owned = {tp.partition for tp in compat.active_partitions(app) if tp.topic == topic}
+        refs = self._connector.refs
+        deleted = 0
+        keys = compat.table_keys(self._interactions)
+        while batch := list(itertools.islice(keys, SLICE)):
+            async with self._lock:
+                if not settled(app) or compat.consumer_generation(app) != generation:
+                    break
+                for key in batch:
+                    entry = self._interactions.get(key)
+                    if entry and entry["partition"] in owned and entry["at"] <= before and refs.get(key) is None:
+                        await self._appender.delete(self._interactions, key, entry["partition"])
+                        deleted += 1
+            await asyncio.sleep(0)
+        return deleted
+
     async def _handle(self, key: str, raw: dict[str, Any], value: bytes, partition: int) -> None:
         if raw["kind"] == REF_EXPIRED:  # the conversation was deleted after its retention time (connector.retention)
             await self._appender.delete(self._connector.refs, key, partition)
+            await self._appender.delete(self._interactions, key, partition)
             return
         if raw["kind"] == "REF_MAPPING":
             ref = raw.get("conversation_ref")
@@ -161,22 +213,37 @@ class _EventAgent:
                 for entry in held:  # those published unmapped already are published again, with their ref
                     if entry.get("unmapped"):
                         EVENTS_REMAPPED.inc()
-                    await self._publish(await self._decode_held(entry), key, ref, partition)
+                    await self._publish(await self._decode_held(entry), key, ref, partition, entry.get("interaction_count"))
             return
         event_id = event_id_of(raw["headers"], raw["body"])
         held = self._held.get(key) or []
         if event_id in self._seen or any(entry["event_id"] == event_id for entry in held):
             EVENTS_DUPLICATE.inc()
             return
+        read = self._read(raw, event_id)
+        if read is None:
+            return
+        record, echo = read
+        # Counted at its arrival, so that a held event carries that count whenever it is published; echoes (dropped)
+        # and events of no conversation are not counted.
+        count = None if echo or key == event_id else await self._count(key, event_id, record["event_type"], partition)
         ref = self._connector.refs.get(key)
         if ref is not None or key == event_id:  # mapped, or an event of no conversation
-            await self._publish(raw, key, ref, partition)
+            await self._publish(raw, key, ref, partition, count, read)
         elif self._options.events_hold_max == 0 or self._options.events_hold_s == 0:
             EVENTS_UNMAPPED.inc()
-            await self._publish(raw, key, None, partition)
+            await self._publish(raw, key, None, partition, count, read)
         else:
             await self._make_room()
-            entry = {"event_id": event_id, "value": base64.b64encode(value).decode(), "since": _now_ms(), "partition": partition}
+            # Read again: making room may have published this conversation's held events and dropped them.
+            held = self._held.get(key) or []
+            entry = {
+                "event_id": event_id,
+                "value": base64.b64encode(value).decode(),
+                "since": _now_ms(),
+                "partition": partition,
+                "interaction_count": count,
+            }
             await self._appender.put(self._held, key, [*held, entry], partition)
             self._held_count += 1
             EVENTS_HELD.set(self._held_count)
@@ -194,19 +261,26 @@ class _EventAgent:
         for entry in held:
             if not entry.get("unmapped"):
                 EVENTS_UNMAPPED.inc()
-                await self._publish(await self._decode_held(entry), key, None, partition)
+                await self._publish(await self._decode_held(entry), key, None, partition, entry.get("interaction_count"))
         if keep:
             await self._appender.put(self._held, key, [{**entry, "unmapped": True} for entry in held], partition)
         else:
             await self._appender.delete(self._held, key, partition)
             self._held_count -= len(held)
 
-    async def _publish(self, raw: dict[str, Any], key: str, ref: str | None, partition: int) -> None:
-        """Publish one event, wait for Kafka's ack, then remember its id (in this order: never lost)."""
-        event_id = event_id_of(raw["headers"], raw["body"])
+    async def _count(self, key: str, event_id: str, event_type: str, partition: int) -> int:
+        """The interaction of `key`'s conversation an arriving event belongs to; its entry written if that changed it."""
+        # No await between the read and the write (the appender's put sets the entry before it awaits).
+        count, entry = counted(self._interactions.get(key), event_id, event_type, partition, _now_ms())
+        if entry is not None:
+            await self._appender.put(self._interactions, key, entry, partition)
+        return count
+
+    def _read(self, raw: dict[str, Any], event_id: str) -> tuple[dict[str, Any], bool] | None:
+        """The ChatEvent record of a raw webhook, without ref and count, and whether it is an echo of the connector's
+        own message; None, logged and counted, for a body the edge let through but that cannot be read."""
         try:
             event = parse(raw["body"])
-            echo = is_echo(event)
             record = normalise(
                 event,
                 raw["body"].decode("utf-8", errors="replace"),
@@ -214,20 +288,44 @@ class _EventAgent:
                 event_id=event_id,
                 received_at=_millis_of(raw["received_at"]),
                 tenant_id=raw["headers"].get("x-8x8-tenant-id"),
-                conversation_ref=ref,
             )
-            value = self._connector.codec.encode("ChatEvent", record)
-        except Exception as exc:  # a body the edge let through but the schema cannot carry: skip, loudly
-            EVENTS_UNREADABLE.labels(self._connector.settings.topic_webhooks_raw).inc()
-            logger.error("skipped webhook event %s: %s: %s", event_id, type(exc).__name__, exc)
+        except Exception as exc:
+            self._unreadable(event_id, exc)
+            return None
+        return record, is_echo(event)
+
+    async def _publish(
+        self,
+        raw: dict[str, Any],
+        key: str,
+        ref: str | None,
+        partition: int,
+        interaction_count: int | None,
+        read: tuple[dict[str, Any], bool] | None = None,
+    ) -> None:
+        """Publish one event (`read`: its record and echo flag, when read already), wait for Kafka's ack, then
+        remember its id (in this order: never lost)."""
+        read = read or self._read(raw, event_id_of(raw["headers"], raw["body"]))
+        if read is None:
             return
+        record, echo = read
         if echo:  # 8x8's copy of a message the connector sent itself: nothing the enterprise does not know
             EVENTS_ECHOES.inc()
-            await self._remember(event_id, partition)
+            await self._remember(record["event_id"], partition)
+            return
+        record = {**record, "conversation_ref": ref, "interaction_count": interaction_count}
+        try:
+            value = self._connector.codec.encode("ChatEvent", record)
+        except Exception as exc:  # a body the schema cannot carry: skip, loudly
+            self._unreadable(record["event_id"], exc)
             return
         await _send_until_acked(self._connector.events, (ref or key).encode(), value)
         EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()
-        await self._remember(event_id, partition)
+        await self._remember(record["event_id"], partition)
+
+    def _unreadable(self, event_id: str, exc: Exception) -> None:
+        EVENTS_UNREADABLE.labels(self._connector.settings.topic_webhooks_raw).inc()
+        logger.error("skipped webhook event %s: %s: %s", event_id, type(exc).__name__, exc)
 
     async def _remember(self, event_id: str, partition: int) -> None:
         order = self._order_of(partition)
@@ -262,6 +360,32 @@ class _EventAgent:
 
     async def _decode_held(self, entry: dict[str, Any]) -> dict[str, Any]:
         return await self._connector.codec.decode("RawWebhook", base64.b64decode(entry["value"]))
+
+
+def counted(
+    entry: dict[str, Any] | None, event_id: str, event_type: str, partition: int, now: int
+) -> tuple[int, dict[str, Any] | None]:
+    """The interaction count of an arriving event, from its conversation's `interactions` entry, and the entry
+    after it (None: unchanged).
+
+    A worker can stop after writing the entry and before the event is published or held; the event then comes
+    again and must not count twice. So the entry keeps the ids of the last events that changed it, and such an
+    event gets the count it had, the entry unchanged. Of the events that come again, those published already are
+    dropped before they are counted (seen-events), those held too (their held entry), and those that changed
+    nothing change nothing again: what remains is the one event in flight under the agent's lock when the worker
+    stopped, the last to change the entry if it changed it. The few more ids cover the events whose seen-events
+    write, not acknowledged yet, was lost with the worker: published twice (module docstring), they count once.
+    """
+    if entry is not None:
+        for seen_id, count in entry["recent"]:
+            if seen_id == event_id:
+                return count, None
+    before = Interaction(entry["count"], Phase(entry["phase"])) if entry is not None else None
+    after = next_interaction(before, event_type)
+    if after == before:
+        return after.count, None
+    recent = [*(entry["recent"] if entry is not None else []), [event_id, after.count]][-RECENT_CHANGES:]
+    return after.count, {"count": after.count, "phase": after.phase.value, "partition": partition, "at": now, "recent": recent}
 
 
 async def _send_until_acked(topic: Any, key: bytes, value: bytes) -> None:

@@ -74,6 +74,7 @@ def normalise(
         "generation": generation,
         "conversation_id": _text(event.get("conversationId")),
         "conversation_ref": conversation_ref,
+        "interaction_count": None,  # the event agent's to set: it counts the interactions of each conversation
         "timestamp": _millis(event.get("timestamp")) or received_at,
         "received_at": received_at,
         "tenant_id": tenant_id,

@@ -2,7 +2,8 @@
 
 start -> queued -> agent joins, answers and leaves -> the customer writes again -> a new interaction is
 queued where the last one was -> an agent joins it, with the whole history in front of them; the
-worker counts two interactions and chat.events carries both, keyed by the ref.
+worker counts two interactions and chat.events carries both, keyed by the ref, each event with the
+interaction it belongs to (`interaction_count`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def test_a_message_after_the_agent_left_opens_a_new_interaction(
     assert len(queues) == 1, queues
     assert {e["conversation_id"] for e in mine} == {conversation_id}
     assert mine[first_left]["agent_id"] == mine[kinds.index("AGENT_JOINED")]["agent_id"] is not None
+    # Each event carries the interaction it belongs to: 1 up to the first agent's leaving, 2 for the new one.
+    assert {e["interaction_count"] for e in mine[: first_left + 1]} == {1}, [(e["event_type"], e["interaction_count"]) for e in mine]
+    reopened = [e["interaction_count"] for e in mine[first_left:] if e["event_type"] in ("QUEUED", "AGENT_JOINED")]
+    assert reopened == [2, 2], [(e["event_type"], e["interaction_count"]) for e in mine]
 
     # 8x8's side: one conversation, two interactions; the second agent has the whole history and answers after it.
     seen = sandbox.conversation(conversation_id)

@@ -60,19 +60,22 @@ def test_an_ended_conversation_is_deleted_after_the_retention_time(
     assert shown.returncode == 1 and f"no conversation with ref {ended}" in shown.stderr, shown
     assert _state(env, going)["status"] == "AGENT_JOINED"  # a conversation still going stays
 
-    # Tombstones in both changelogs: the conversation by its ref, its refs entry by the 8x8 id.
+    # Tombstones in the changelogs: the conversation by its ref, its refs entry and interaction count by the 8x8 id.
     _wait_tombstone(env, "conversations", ended)
     _wait_tombstone(env, "refs", conversation_id)
+    _wait_tombstone(env, "interactions", conversation_id)
     # A command for the deleted ref is answered as for a ref never started, and leaves no entry.
     late = publisher.message(ended, "Still there?")
     publisher.flush()
     answer = results.wait_for([late], 30)[late][0]
     assert (answer["status"], answer["error_code"]) == ("FAILED", "NOT_STARTED"), answer
-    # An event for the deleted 8x8 id is published keyed by the 8x8 id, without a ref.
+    # An event for the deleted 8x8 id is published keyed by the 8x8 id, without a ref, counted from 1 again;
+    # with no ref whose expiry would delete it, that count is forgotten the retention time after it.
     late = f"late-{run}"
     _append_webhook(env, conversation_id, late)
     key, event = _chat_events(env, until=late)[-1]
-    assert (key, event["conversation_ref"]) == (conversation_id, None)
+    assert (key, event["conversation_ref"], event["interaction_count"]) == (conversation_id, None, 1)
+    _wait_tombstone(env, "interactions", conversation_id, after=1)
 
     # A worker that recovers the tables (from RocksDB and the changelogs) does not load it again,
     # even with a retention that would keep it.
@@ -212,19 +215,25 @@ def _wait_gone(env: dict[str, str], ref: str, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def _wait_tombstone(env: dict[str, str], table: str, key: str, timeout: float = 10.0) -> None:
-    """Wait until the last record of `key` in the changelog of `table` is a tombstone."""
+def _wait_tombstone(env: dict[str, str], table: str, key: str, timeout: float = 10.0, after: int = 0) -> None:
+    """Wait until the last record of `key` in the changelog of `table` is a tombstone, and not one of the first
+    `after` tombstones of `key` (the entry was written again since)."""
     deadline = time.monotonic() + timeout
-    while _last_value(env, table, key) is not None:
-        assert time.monotonic() < deadline, f"no tombstone of {key} in the {table} changelog after {timeout}s"
+    while (values := _values(env, table, key))[-1] is not None or values.count(None) <= after:
+        assert time.monotonic() < deadline, f"no new tombstone of {key} in the {table} changelog after {timeout}s"
         time.sleep(0.2)
 
 
 def _last_value(env: dict[str, str], table: str, key: str) -> bytes | None:
     """The value of the last record of `key` in the changelog of `table` now (None: a tombstone)."""
+    return _values(env, table, key)[-1]
+
+
+def _values(env: dict[str, str], table: str, key: str) -> list[bytes | None]:
+    """The values of the records of `key` in the changelog of `table` now, oldest first (None: a tombstone)."""
     records = [record for record in read_to_end(env, f"{env['CONNECTOR_APP_ID']}-{table}-changelog") if record.key == key.encode()]
     assert records, f"no record of {key} in the {table} changelog"
-    return records[-1].value
+    return [record.value for record in records]
 
 
 def _append_webhook(env: dict[str, str], conversation_id: str, event_id: str) -> None:

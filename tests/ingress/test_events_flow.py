@@ -86,5 +86,6 @@ def test_every_event_type_becomes_its_chat_event_keyed_by_ref_in_order(generatio
             assert record["conversation_id"] == conversation_id
             assert record["generation"] == generation
             assert record["tenant_id"] == "sandbox-tenant"
+            assert record["interaction_count"] == 1  # held or not, counted at arrival; the transfer opens none
             assert json.loads(record["raw_json"])["conversationId"] == conversation_id
         assert len({r["event_id"] for r in mine}) == len(mine)

@@ -28,6 +28,14 @@ class Tables:
         return None if table.pop(key, None) is None else _done()
 
 
+class Table(dict):
+    """An in-memory table whose store is itself, as `compat.table_keys` walks it."""
+
+    @property
+    def data(self) -> SimpleNamespace:
+        return SimpleNamespace(data=self)
+
+
 class ChatEvents:
     """chat.events: records what is sent (key, ChatEvent)."""
 
@@ -66,6 +74,7 @@ class Agent:
         self.codec = Codec()
         self.events = ChatEvents()
         self.refs: dict[str, str] = {}
+        self.interactions = Table()
         connector = SimpleNamespace(
             settings=self.settings,
             app=self.app,
@@ -75,30 +84,41 @@ class Agent:
             refs=self.refs,
             held_events={},
             seen_events={},
+            interactions=self.interactions,
         )
         self.agent = events._EventAgent(connector, self.settings)
 
-    async def webhook(self, conversation_id: str, event_id: str, event_type: str = "QUEUED") -> None:
-        body = json.dumps({"eventType": event_type, "conversationId": conversation_id, "timestamp": 1_700_000_000_000}).encode()
+    async def webhook(
+        self, conversation_id: str, event_id: str, event_type: str = "QUEUED", partition: int = 0, **fields: Any
+    ) -> None:
+        event = {"eventType": event_type, "conversationId": conversation_id, "timestamp": 1_700_000_000_000, **fields}
         raw = {
             "kind": "WEBHOOK",
-            "generation": "chat-api-v2",
-            "body": body,
+            "generation": "chat-gateway-v1" if "data" in fields else "chat-api-v2",
+            "body": json.dumps(event).encode(),
             "headers": {"x-8x8-event-id": event_id},
             "received_at": 1_700_000_000_000,
             "conversation_ref": None,
         }
         value = f"{conversation_id}/{event_id}".encode()
         self.codec.raw[value] = raw
-        await self.agent._handle(conversation_id, raw, value, 0)
+        await self.agent._handle(conversation_id, raw, value, partition)
 
     async def mapping(self, conversation_id: str, ref: str) -> None:
         raw = {"kind": "REF_MAPPING", "generation": "chat-api-v2", "body": b"", "headers": {}, "received_at": 0, "conversation_ref": ref}
         await self.agent._handle(conversation_id, raw, b"", 0)
 
+    async def expired(self, conversation_id: str) -> None:
+        raw = {"kind": "REF_EXPIRED", "generation": "chat-api-v2", "body": b"", "headers": {}, "received_at": 0, "conversation_ref": "r"}
+        await self.agent._handle(conversation_id, raw, b"", 0)
+
     def published(self) -> list[tuple[str, str, str | None]]:
         """(key, event id, ref) of each ChatEvent sent."""
         return [(key.decode(), event["event_id"], event["conversation_ref"]) for key, event in self.events.sent]
+
+    def counts(self) -> list[tuple[str, int | None]]:
+        """(event id, interaction count) of each ChatEvent sent."""
+        return [(event["event_id"], event["interaction_count"]) for _, event in self.events.sent]
 
 
 @pytest.fixture
@@ -177,6 +197,74 @@ async def test_no_more_ids_than_the_bound_are_remembered_per_partition() -> None
     await agent.webhook("c1", "e1")  # forgotten: the oldest beyond the bound
     await agent.webhook("c1", "e3")  # remembered
     assert [event_id for _, event_id, _ in agent.published()] == ["e1", "e2", "e3", "e1"]
+
+
+# --- interaction counts ---------------------------------------------------------------------------
+
+
+async def test_events_carry_the_interaction_they_belong_to(agent: Agent) -> None:
+    await agent.mapping("c1", "ref-1")
+    flow = ["QUEUED", "AGENT_JOINED", "TEXT", "AGENT_LEFT", "QUEUED", "AGENT_JOINED", "TRANSFER", "AGENT_LEFT", "AGENT_JOINED"]
+    for n, event_type in enumerate(flow):
+        await agent.webhook("c1", f"e{n}", event_type)
+    assert [count for _, count in agent.counts()] == [1, 1, 1, 1, 2, 2, 2, 2, 2]
+    await agent.mapping("c2", "ref-2")
+    await agent.webhook("c2", "f0", "AGENT_JOINED")  # each conversation counts its own
+    assert agent.counts()[-1] == ("f0", 1)
+
+
+async def test_a_held_event_carries_the_count_of_its_arrival_unmapped_and_mapped() -> None:
+    agent = Agent(events_hold_s=0.01)
+    for n, event_type in enumerate(["QUEUED", "AGENT_LEFT", "QUEUED"]):
+        await agent.webhook("c1", f"e{n}", event_type)
+    await agent.agent.release_expired()
+    await asyncio.sleep(0.02)
+    await agent.agent.release_expired()  # published by the 8x8 id
+    await agent.mapping("c1", "ref-1")  # and again with the ref
+    assert agent.counts() == [("e0", 1), ("e1", 1), ("e2", 2)] * 2
+
+
+async def test_an_event_counted_before_the_worker_stopped_counts_once_when_it_comes_again(agent: Agent) -> None:
+    await agent.mapping("c1", "ref-1")
+    await agent.webhook("c1", "e1", "AGENT_JOINED")
+    await agent.webhook("c1", "e2", "AGENT_LEFT")
+    await agent.agent._count("c1", "e3", "QUEUED", 0)  # counted, then the worker stopped before publishing it
+    await agent.webhook("c1", "e3", "QUEUED")
+    await agent.webhook("c1", "e4", "AGENT_JOINED")
+    assert agent.counts()[-2:] == [("e3", 2), ("e4", 2)]
+
+
+async def test_echoes_and_events_of_no_conversation_are_not_counted(agent: Agent) -> None:
+    await agent.mapping("c1", "ref-1")
+    await agent.webhook("c1", "e1", "MESSAGE", data={"isEcho": True, "text": "hi", "sender": {"type": "user"}})
+    assert agent.published() == [] and agent.interactions == {}
+    await agent.webhook("e2", "e2", "WEB_HOOK_VERIFY")  # no conversation: keyed by its event id
+    assert agent.counts() == [("e2", None)] and agent.interactions == {}
+
+
+async def test_ref_expired_deletes_the_count_with_the_ref(agent: Agent) -> None:
+    await agent.mapping("c1", "ref-1")
+    await agent.webhook("c1", "e1")
+    assert set(agent.interactions) == {"c1"}
+    await agent.expired("c1")
+    assert agent.refs == {} and agent.interactions == {}
+
+
+async def test_the_sweep_forgets_the_counts_of_owned_conversations_with_no_ref_past_the_retention() -> None:
+    agent = Agent(state_retention_s=0.05)
+    await agent.mapping("c1", "ref-1")
+    await agent.webhook("c1", "e1")  # has a ref: kept until REF_EXPIRED
+    await agent.webhook("c2", "e2")  # no ref
+    await agent.webhook("c3", "e3", partition=1)  # no ref, but not this worker's partition
+    await agent.agent.forget_interactions()
+    assert set(agent.interactions) == {"c1", "c2", "c3"}  # not old enough
+    await asyncio.sleep(0.06)
+    agent.app.rebalancing = True
+    await agent.agent.forget_interactions()
+    assert set(agent.interactions) == {"c1", "c2", "c3"}  # not while the worker is not settled
+    agent.app.rebalancing = False
+    await agent.agent.forget_interactions()
+    assert set(agent.interactions) == {"c1", "c3"}
 
 
 def _done() -> asyncio.Future[None]:
