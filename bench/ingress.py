@@ -7,6 +7,8 @@ its own process on the same event loop (uvloop), it measures
   (a) a bare aiohttp handler answering 204;
   (b) a plain aiohttp handler that appends the body with the edge's producer settings (aiokafka,
       acks=all, idempotent, linger 1 ms) and answers after the ack: the library floor;
+  (b2) (b) plus the RS256 verification of the signature (cryptography, key in hand): the floor of
+      any edge that checks 8x8's signature, so (b2)/(b) bounds (c)/(b);
   (c) `connector edge`: JWS verification, Avro record, the acknowledged append;
   (d) the same edge inside a worker (CONNECTOR_WORKER_SERVE_WEBHOOKS=true), the worker consuming;
 how long `connector edge` takes from its start to its first ready `/readyz`; and, on a quiet
@@ -110,6 +112,45 @@ uvloop.run(main())
 """
 
 
+# The floor of any edge that checks 8x8's signature: (b) plus the RS256 verification of each delivery with
+# the key in hand (cryptography; the payload rebuilt from the headers and the body's CRC32), nothing else.
+PLAIN_VERIFYING = """
+import asyncio, base64, zlib, uvloop
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+KEY = rsa.RSAPublicNumbers({e}, {n}).public_key()
+PADDING, HASH = padding.PKCS1v15(), hashes.SHA256()
+async def main():
+    producer = AIOKafkaProducer(bootstrap_servers={bootstrap!r}, acks="all", enable_idempotence=True, linger_ms=1,
+                                max_request_size={max_request_size})
+    await producer.start()
+    async def handle(request):
+        body = await request.read()
+        h = request.headers
+        try:
+            protected, _, signature = h["x-8x8-signature"].split(".")
+            payload = ('{{"checksum":%d,"cid":"%s","eid":"%s","retry":%s,"tid":"%s","tt":%s}}' % (zlib.crc32(body),
+                       h["x-8x8-customer-id"], h["x-8x8-event-id"], h["x-8x8-retry"], h["x-8x8-tenant-id"],
+                       h["x-8x8-transmission-time"])).encode()
+            KEY.verify(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)),
+                       protected.encode() + b"." + payload, PADDING, HASH)
+        except (KeyError, ValueError, InvalidSignature):
+            return web.Response(status=401)
+        await (await producer.send({topic!r}, body, key=h.get("x-8x8-event-id", "").encode()))
+        return web.Response(status=204)
+    app = web.Application()
+    app.router.add_post("/webhooks/8x8", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", {port}).start()
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per target")
@@ -151,28 +192,36 @@ def main() -> None:
     edge_command = [sys.executable, "-m", "connector", "edge"]
     try:
         results["edge_start_ms"] = _start_times(spawn, edge_command, env, args.starts)
-        bare_port, plain_port = free_port(), free_port()
+        bare_port, plain_port, verifying_port = free_port(), free_port(), free_port()
         bare = spawn("bare", [sys.executable, "-c", BARE.format(port=bare_port)])
-        plain = spawn("plain", [sys.executable, "-c", PLAIN.format(
-            bootstrap=settings.kafka_bootstrap_servers, max_request_size=KAFKA_MAX_REQUEST_BYTES,
-            topic=plain_topic, port=plain_port)])
+        producing = {"bootstrap": settings.kafka_bootstrap_servers, "max_request_size": KAFKA_MAX_REQUEST_BYTES,
+                     "topic": plain_topic}
+        plain = spawn("plain", [sys.executable, "-c", PLAIN.format(port=plain_port, **producing)])
+        public = sandbox.key.public_key().public_numbers()
+        verifying = spawn("plain-verifying", [sys.executable, "-c", PLAIN_VERIFYING.format(
+            port=verifying_port, e=public.e, n=public.n, **producing)])
         edge = spawn("edge", edge_command)
-        _wait_ready(f"http://127.0.0.1:{bare_port}/webhooks/8x8", method="POST")
-        _wait_ready(f"http://127.0.0.1:{plain_port}/webhooks/8x8", method="POST")
+        for port in (bare_port, plain_port, verifying_port):
+            _wait_ready(f"http://127.0.0.1:{port}/webhooks/8x8", method="POST")
         _wait_ready(f"{_url(env)}/readyz")
-        # (a), (b), (c) back to back, no worker running, in rounds: a load that comes and goes on the machine
-        # hits every target alike.
+        # (a), (b), (b2), (c) back to back, no worker running, in rounds: a load that comes and goes on the
+        # machine hits every target alike.
         targets = {"a_bare": f"http://127.0.0.1:{bare_port}/webhooks/8x8",
-                   "b_plain": f"http://127.0.0.1:{plain_port}/webhooks/8x8", "c_edge": f"{_url(env)}/webhooks/8x8"}
+                   "b_plain": f"http://127.0.0.1:{plain_port}/webhooks/8x8",
+                   "b2_plain_verifying": f"http://127.0.0.1:{verifying_port}/webhooks/8x8",
+                   "c_edge": f"{_url(env)}/webhooks/8x8"}
         for url in targets.values():  # warm-up, not counted: the first seconds of a fresh process and topic are slower
             _wrk(url, lua, requests_file, args, seconds=5)
         rounds = [{name: _wrk(url, lua, requests_file, args) for name, url in targets.items()} for _ in range(args.rounds)]
         results["rounds"] = rounds
         for name in targets:
             results[name] = _median_run([r[name] for r in rounds])
-        results["ratio_c_over_b_per_round"] = [round(r["c_edge"]["events_per_s"] / r["b_plain"]["events_per_s"], 3) for r in rounds]
-        _stop(bare)
-        _stop(plain)
+        for name, over in (("c_over_b", "b_plain"), ("b2_over_b", "b_plain"), ("c_over_b2", "b2_plain_verifying")):
+            numerator = "b2_plain_verifying" if name.startswith("b2") else "c_edge"
+            results[f"ratio_{name}_per_round"] = [
+                round(r[numerator]["events_per_s"] / r[over]["events_per_s"], 3) for r in rounds]
+        for process in (bare, plain, verifying):
+            _stop(process)
         # A worker serving webhooks itself, once it has caught up with what (c) appended.
         worker_env = {"CONNECTOR_WORKER_SERVE_WEBHOOKS": "true", "CONNECTOR_WEB_PORT": str(free_port()),
                       "CONNECTOR_ADMIN_PORT": str(free_port())}
@@ -187,8 +236,11 @@ def main() -> None:
         for process in processes:
             _stop(process)
         drop_topics([env])
-    a, b, c, d = (results[name]["events_per_s"] for name in ("a_bare", "b_plain", "c_edge", "d_worker_edge"))
+    a, b, b2, c, d = (results[name]["events_per_s"]
+                      for name in ("a_bare", "b_plain", "b2_plain_verifying", "c_edge", "d_worker_edge"))
     results["ratio_c_over_b"] = round(c / b, 3)
+    results["ratio_b2_over_b"] = round(b2 / b, 3)
+    results["ratio_c_over_b2"] = round(c / b2, 3)
     results["ratio_c_over_a"] = round(c / a, 3)
     results["ratio_d_over_b"] = round(d / b, 3)
     results["setup"] = {
@@ -198,12 +250,16 @@ def main() -> None:
     }
     print(json.dumps(results, indent=2))
     rows = [("(a) bare aiohttp 204", "a_bare"), ("(b) aiohttp + aiokafka acks=all, answer after the ack", "b_plain"),
+            ("(b2) (b) + RS256 verification, nothing else", "b2_plain_verifying"),
             ("(c) `connector edge` (verify + Avro + acked append)", "c_edge"),
             ("(d) the same edge inside a worker", "d_worker_edge")]
     for label, name in rows:
         r = results[name]
         print(f"| {label} | {r['events_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
     print(f"| ratio (c)/(b) | {results['ratio_c_over_b']:.2f} (rounds: {results['ratio_c_over_b_per_round']}) | | | |")
+    print(f"| ratio (b2)/(b): the bound of any verifying edge | {results['ratio_b2_over_b']:.2f} "
+          f"(rounds: {results['ratio_b2_over_b_per_round']}) | | | |")
+    print(f"| ratio (c)/(b2) | {results['ratio_c_over_b2']:.2f} (rounds: {results['ratio_c_over_b2_per_round']}) | | | |")
     print(f"| ratio (c)/(a) | {results['ratio_c_over_a']:.2f} | | | |")
     print(f"| ratio (d)/(b) | {results['ratio_d_over_b']:.2f} | | | |")
     e, starts = results["e2e"], results["edge_start_ms"]

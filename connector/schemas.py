@@ -157,6 +157,8 @@ class AvroCodec:
 
     async def start(self, *names: str) -> None:
         """Register our schemas `names` (all if none), or find them registered, and remember their ids, once."""
+        if names and all(name in self._ids for name in names):
+            return  # the edge asks for RawWebhook on every request: no lock once it is known
         async with self._lock:
             if any(name not in self._ids for name in names or SCHEMA_NAMES):
                 await self._register(names)

@@ -20,6 +20,7 @@ import enum
 import functools
 import hashlib
 import json
+import json.encoder
 import logging
 import re
 import time
@@ -97,18 +98,14 @@ def jwk_url(settings: Settings, kid: str) -> str:
 
 
 def signed_payload(body: bytes, delivery: Delivery) -> bytes:
-    """The JSON text 8x8 signs: its key order, no spaces, the CRC32 of the raw body in decimal."""
-    return json.dumps(
-        {
-            "checksum": zlib.crc32(body),
-            "cid": delivery.customer_id,
-            "eid": delivery.event_id,
-            "retry": delivery.retry,
-            "tid": delivery.tenant_id,
-            "tt": delivery.transmission_time,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
+    """The JSON text 8x8 signs: its key order, no spaces, the CRC32 of the raw body in decimal.
+
+    Written out rather than through `json.dumps` (a new encoder per call: a tenth of the edge's own
+    CPU per request); the strings are quoted by the same function `json.dumps(ensure_ascii=False)` uses.
+    """
+    return (
+        f'{{"checksum":{zlib.crc32(body)},"cid":{_quoted(delivery.customer_id)},"eid":{_quoted(delivery.event_id)},'
+        f'"retry":{int(delivery.retry)},"tid":{_quoted(delivery.tenant_id)},"tt":{int(delivery.transmission_time)}}}'
     ).encode()
 
 
@@ -364,6 +361,9 @@ def _kid_of(encoded_header: str) -> str:
     if not isinstance(kid, str) or not _KID.fullmatch(kid):
         raise SignatureError("malformed", "signature header has no usable kid")
     return kid
+
+
+_quoted = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept (C when available)
 
 
 def _b64decode(text: str) -> bytes:

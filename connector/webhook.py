@@ -274,7 +274,8 @@ class Edge:
             return 408, {"error": f"body not received within {self._read_timeout_s:g} s"}, "timeout"
         if body is None:
             return 413, {"error": f"body larger than {self._max_body} bytes"}, "too_large"
-        headers = {name: request.headers[name] for name in HEADERS if name in request.headers}
+        given = request.headers.get
+        headers = {name: value for name in HEADERS if (value := given(name)) is not None}
         if self._verifier is not None:
             try:
                 await self._verifier.verify(headers, body)

@@ -401,3 +401,17 @@ def test_jwk_url_per_generation():
     assert jwk_url(v2, "k") == "https://api.8x8.com/vcc/eu/chat/v2/jwk/k/public"
     assert jwk_url(gw, "k") == "https://api.8x8.com/chat-gateway/v1/jwk/k/public"
     assert jwk_url(v2, "a/../b") == "https://api.8x8.com/vcc/eu/chat/v2/jwk/a%2F..%2Fb/public"
+
+
+@pytest.mark.parametrize("text", ["plain", 'quo"te', "back\\slash", "tab\tnew\nline\x01", "é 中文 😀", "</script>"])
+def test_signed_payload_is_the_json_text_8x8_signs(text):
+    """The payload written out by hand is byte for byte what json.dumps makes of it (8x8's JSON, key order kept)."""
+    from connector.signature import Delivery, signed_payload
+
+    delivery = Delivery(event_id=text, tenant_id=text, customer_id=text, retry=3, transmission_time=NOW_MS)
+    expected = json.dumps(
+        {"checksum": zlib.crc32(BODY), "cid": text, "eid": text, "retry": 3, "tid": text, "tt": NOW_MS},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    assert signed_payload(BODY, delivery) == expected
