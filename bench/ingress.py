@@ -89,17 +89,20 @@ app.router.add_post("/webhooks/8x8", handle)
 web.run_app(app, host="127.0.0.1", port={port}, access_log=None, print=None, loop=uvloop.new_event_loop())
 """
 
-# The library floor: what any aiohttp + aiokafka service pays for an acknowledged append.
+# The library floor: what any aiohttp + aiokafka service pays for an acknowledged append. With `_VERIFYING`'s
+# setup and check, (b2): the floor of any edge that checks 8x8's signature.
 PLAIN = """
 import asyncio, uvloop
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+{setup}
 async def main():
     producer = AIOKafkaProducer(bootstrap_servers={bootstrap!r}, acks="all", enable_idempotence=True, linger_ms=1,
                                 max_request_size={max_request_size})
     await producer.start()
     async def handle(request):
         body = await request.read()
+{check}
         await (await producer.send({topic!r}, body, key=request.headers.get("x-8x8-event-id", "").encode()))
         return web.Response(status=204)
     app = web.Application()
@@ -111,44 +114,23 @@ async def main():
 uvloop.run(main())
 """
 
-
-# The floor of any edge that checks 8x8's signature: (b) plus the RS256 verification of each delivery with
-# the key in hand (cryptography; the payload rebuilt from the headers and the body's CRC32), nothing else.
-PLAIN_VERIFYING = """
-import asyncio, base64, zlib, uvloop
-from aiohttp import web
-from aiokafka import AIOKafkaProducer
+# (b2)'s RS256 verification of each delivery with the key in hand (cryptography; the payload rebuilt from the
+# headers and the body's CRC32), nothing else; the key's numbers are added after this setup.
+_VERIFYING_SETUP = """import base64, zlib
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-KEY = rsa.RSAPublicNumbers({e}, {n}).public_key()
-PADDING, HASH = padding.PKCS1v15(), hashes.SHA256()
-async def main():
-    producer = AIOKafkaProducer(bootstrap_servers={bootstrap!r}, acks="all", enable_idempotence=True, linger_ms=1,
-                                max_request_size={max_request_size})
-    await producer.start()
-    async def handle(request):
-        body = await request.read()
-        h = request.headers
+PADDING, HASH = padding.PKCS1v15(), hashes.SHA256()"""
+_VERIFYING_CHECK = """        h = request.headers
         try:
             protected, _, signature = h["x-8x8-signature"].split(".")
-            payload = ('{{"checksum":%d,"cid":"%s","eid":"%s","retry":%s,"tid":"%s","tt":%s}}' % (zlib.crc32(body),
+            payload = ('{"checksum":%d,"cid":"%s","eid":"%s","retry":%s,"tid":"%s","tt":%s}' % (zlib.crc32(body),
                        h["x-8x8-customer-id"], h["x-8x8-event-id"], h["x-8x8-retry"], h["x-8x8-tenant-id"],
                        h["x-8x8-transmission-time"])).encode()
             KEY.verify(base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)),
                        protected.encode() + b"." + payload, PADDING, HASH)
         except (KeyError, ValueError, InvalidSignature):
-            return web.Response(status=401)
-        await (await producer.send({topic!r}, body, key=h.get("x-8x8-event-id", "").encode()))
-        return web.Response(status=204)
-    app = web.Application()
-    app.router.add_post("/webhooks/8x8", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", {port}).start()
-    await asyncio.Event().wait()
-uvloop.run(main())
-"""
+            return web.Response(status=401)"""
 
 
 def main() -> None:
@@ -196,10 +178,11 @@ def main() -> None:
         bare = spawn("bare", [sys.executable, "-c", BARE.format(port=bare_port)])
         producing = {"bootstrap": settings.kafka_bootstrap_servers, "max_request_size": KAFKA_MAX_REQUEST_BYTES,
                      "topic": plain_topic}
-        plain = spawn("plain", [sys.executable, "-c", PLAIN.format(port=plain_port, **producing)])
+        plain = spawn("plain", [sys.executable, "-c", PLAIN.format(port=plain_port, setup="", check="", **producing)])
         public = sandbox.key.public_key().public_numbers()
-        verifying = spawn("plain-verifying", [sys.executable, "-c", PLAIN_VERIFYING.format(
-            port=verifying_port, e=public.e, n=public.n, **producing)])
+        setup = f"{_VERIFYING_SETUP}\nKEY = rsa.RSAPublicNumbers({public.e}, {public.n}).public_key()"
+        verifying = spawn("plain-verifying", [sys.executable, "-c", PLAIN.format(
+            port=verifying_port, setup=setup, check=_VERIFYING_CHECK, **producing)])
         edge = spawn("edge", edge_command)
         for port in (bare_port, plain_port, verifying_port):
             _wait_ready(f"http://127.0.0.1:{port}/webhooks/8x8", method="POST")
