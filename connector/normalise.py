@@ -15,7 +15,7 @@ from typing import Any
 
 from connector.config import Generation
 
-__all__ = ["NormaliseError", "event_id_of", "event_key", "is_echo", "normalise", "parse"]
+__all__ = ["NormaliseError", "epoch_ms", "event_id_of", "event_key", "is_echo", "normalise", "parse", "text"]
 
 V2 = Generation.CHAT_API_V2.value
 
@@ -65,17 +65,17 @@ def normalise(
     conversation_ref: str | None = None,
 ) -> dict[str, Any]:
     """The ChatEvent record of one parsed webhook event of either generation; `raw_json` is its body as received."""
-    raw_type = _text(event.get("eventType")) or ""
+    raw_type = text(event.get("eventType")) or ""
     record: dict[str, Any] = {
         **_NULLS,
         "event_id": event_id,
         "event_type": "UNKNOWN",
         "raw_event_type": raw_type,
         "generation": generation,
-        "conversation_id": _text(event.get("conversationId")),
+        "conversation_id": text(event.get("conversationId")),
         "conversation_ref": conversation_ref,
         "interaction_count": None,  # the event agent's to set: it counts the interactions of each conversation
-        "timestamp": _millis(event.get("timestamp")) or received_at,
+        "timestamp": epoch_ms(event.get("timestamp")) or received_at,
         "received_at": received_at,
         "tenant_id": tenant_id,
         "is_echo": False,
@@ -104,21 +104,21 @@ _NULLS = dict.fromkeys(
 
 
 def _v2_fields(raw_type: str, event: dict[str, Any]) -> dict[str, Any]:
-    agent = {"agent_id": _text(event.get("agentId")), "agent_name": _text(event.get("agentName"))}
+    agent = {"agent_id": text(event.get("agentId")), "agent_name": text(event.get("agentName"))}
     if raw_type == "QUEUED":
-        return {"event_type": "QUEUED", "queue_id": _text(event.get("queueId")), "queue_name": _text(event.get("queueName"))}
+        return {"event_type": "QUEUED", "queue_id": text(event.get("queueId")), "queue_name": text(event.get("queueName"))}
     if raw_type in ("AGENT_JOINED", "AGENT_LEFT"):
         return {"event_type": raw_type, **agent}
     if raw_type == "TRANSFER":
         return {"event_type": "TRANSFER"}
     if raw_type == "TEXT":
-        sender_type = (_text(event.get("messageType")) or "agent").lower()
+        sender_type = (text(event.get("messageType")) or "agent").lower()
         return {
             "event_type": "MESSAGE",
-            "text": _text(event.get("message")),
+            "text": text(event.get("message")),
             "sender_type": sender_type,
             "sender_id": agent["agent_id"],
-            "message_id": _text(event.get("messageId")),
+            "message_id": text(event.get("messageId")),
             **agent,
         }
     return {}
@@ -126,12 +126,12 @@ def _v2_fields(raw_type: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def _gateway_fields(raw_type: str, data: dict[str, Any]) -> dict[str, Any]:
     if raw_type == "QUEUED":
-        return {"event_type": "QUEUED", "queue_id": _text(data.get("queueId")), "queue_name": _text(data.get("queueName"))}
+        return {"event_type": "QUEUED", "queue_id": text(data.get("queueId")), "queue_name": text(data.get("queueName"))}
     if raw_type == "MEMBERS_CHANGED":
-        member_type, change = _text(data.get("memberType")), _text(data.get("change"))
+        member_type, change = text(data.get("memberType")), text(data.get("change"))
         fields = {"event_type": "MEMBERS_CHANGED", "member_type": member_type, "member_change": change}
         if member_type == "agent" and change in ("joined", "left"):
-            fields.update(event_type="AGENT_JOINED" if change == "joined" else "AGENT_LEFT", agent_id=_text(data.get("id")))
+            fields.update(event_type="AGENT_JOINED" if change == "joined" else "AGENT_LEFT", agent_id=text(data.get("id")))
         return fields
     if raw_type == "TRANSFER":
         return {"event_type": "TRANSFER"}
@@ -141,49 +141,49 @@ def _gateway_fields(raw_type: str, data: dict[str, Any]) -> dict[str, Any]:
         assignment = _object(data.get("assignment"))
         return {
             "event_type": "CONVERSATION_UPDATE",
-            "conversation_state": _text(data.get("state")),
-            "assignment_type": _text(assignment.get("type")),
-            "assignment_id": _text(assignment.get("id")),
-            "assignment_resource_id": _text(assignment.get("resourceId")),
-            "channel_id": _text(data.get("channel")),
-            "msisdn": _text(data.get("msisdn")),
+            "conversation_state": text(data.get("state")),
+            "assignment_type": text(assignment.get("type")),
+            "assignment_id": text(assignment.get("id")),
+            "assignment_resource_id": text(assignment.get("resourceId")),
+            "channel_id": text(data.get("channel")),
+            "msisdn": text(data.get("msisdn")),
         }
     if raw_type == "ACTIVITY":
         return {
             "event_type": "ACTIVITY",
-            "activity_name": _text(data.get("name")),
+            "activity_name": text(data.get("name")),
             "activity_value_json": _json_or_none(data.get("value")),
-            **_activity(_text(data.get("name")) or "", data.get("value")),
+            **_activity(text(data.get("name")) or "", data.get("value")),
         }
     return {}
 
 
 def _message(data: dict[str, Any]) -> dict[str, Any]:
     sender = _object(data.get("sender"))
-    sender_type = _text(sender.get("type"))
+    sender_type = text(sender.get("type"))
     return {
         "event_type": "MESSAGE",
-        "message_id": _text(data.get("id") or data.get("messageId")),
-        "text": _text(data.get("text")),
-        "sender_id": _text(sender.get("id")),
+        "message_id": text(data.get("id") or data.get("messageId")),
+        "text": text(data.get("text")),
+        "sender_id": text(sender.get("id")),
         "sender_type": sender_type,
-        "agent_id": _text(sender.get("id")) if sender_type == "agent" else None,
+        "agent_id": text(sender.get("id")) if sender_type == "agent" else None,
         "is_echo": data.get("isEcho") is True,
         "attachments_json": _json_or_none(data.get("attachments")),
         "cards_json": _json_or_none(data.get("cards")),
         "attachments": [
             {
-                "attachment_id": _text(item.get("id")),
-                "file_name": _text(item.get("fileName")),
-                "content_type": _text(item.get("type")),
-                "url": _text(item.get("preSignedUrl")),
+                "attachment_id": text(item.get("id")),
+                "file_name": text(item.get("fileName")),
+                "content_type": text(item.get("type")),
+                "url": text(item.get("preSignedUrl")),
             }
             for item in _objects(data.get("attachments"))
         ],
         "cards": [
             {
-                "card_id": _text(item.get("id")),
-                "content_type": _text(item.get("contentType")),
+                "card_id": text(item.get("id")),
+                "content_type": text(item.get("contentType")),
                 "content_json": _json_or_none(item.get("content")),
             }
             for item in _objects(data.get("cards"))
@@ -194,19 +194,41 @@ def _message(data: dict[str, Any]) -> dict[str, Any]:
 def _activity(name: str, value: Any) -> dict[str, Any]:
     """The fields of the ACTIVITY names the connector knows; others keep only their name and JSON value."""
     value = _object(value)
-    users = [user for user in (_text(u) for u in value.get("users") or ()) if user] if isinstance(value.get("users"), list) else []
+    users = [user for user in (text(u) for u in value.get("users") or ()) if user] if isinstance(value.get("users"), list) else []
     if name == "typing":
         return {"typing": bool(users), "activity_user_ids": users}
     if name == "read-receipts":
-        return {"activity_user_ids": users, "read_at": _millis(value.get("readAt"))}
+        return {"activity_user_ids": users, "read_at": epoch_ms(value.get("readAt"))}
     if name in ("adaptiveCard/action", "quickReply/action"):
         data = value.get("data", value)
         return {
-            "action_card_id": _text(value.get("cardId") or value.get("id")),
-            "action_title": _text(value.get("title")),
+            "action_card_id": text(value.get("cardId") or value.get("id")),
+            "action_title": text(value.get("title")),
             "action_data_json": _json_or_none(data),
         }
     return {}
+
+
+def text(value: Any) -> str | None:
+    """A string field from what 8x8 sent: strings as they are, numbers as their text (8x8 ids are sometimes
+    numeric), anything else None. The adapters read 8x8's answers with it too."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def epoch_ms(value: Any) -> int | None:
+    """Milliseconds since the epoch from 8x8's timestamps (ms numbers, or ISO 8601 text), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        except ValueError:
+            return None
+    return None
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -217,26 +239,7 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
-def _text(value: Any) -> str | None:
-    """Strings as they are, numbers as their text (8x8 ids are sometimes numeric), anything else None."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _millis(value: Any) -> int | None:
-    """8x8 timestamps are epoch milliseconds; ISO-8601 text is accepted too."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
-        except ValueError:
-            return None
-    return None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
+
+from connector.normalise import text
 
 __all__ = [
     "ATTACHMENTS",
@@ -30,8 +31,6 @@ __all__ = [
     "PlatformError",
     "ReadBack",
     "Webhook",
-    "epoch_ms",
-    "text",
 ]
 
 # The customer/user property that carries the enterprise's ref, stamped on every conversation created.
@@ -268,24 +267,3 @@ class Platform(abc.ABC):
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Close the HTTP connections."""
-
-
-def epoch_ms(value: Any) -> int | None:
-    """Milliseconds since the epoch from 8x8's timestamps (ms numbers or ISO 8601 strings), else None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    try:
-        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        return None
-
-
-def text(value: Any) -> str | None:
-    """A string field of a record from what 8x8 sent: strings as they are, numbers as text, else None."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None

@@ -19,12 +19,11 @@ from connector.eightbyeight.base import (
     NewConversation,
     PlatformError,
     ReadBack,
-    epoch_ms,
-    text,
 )
 from connector.eightbyeight.http import ApiClient, conversation_id_of, items_of, json_body
 from connector.eightbyeight.provisioning import Provisioning, segment
 from connector.eightbyeight.transport import Reply
+from connector.normalise import epoch_ms, text
 
 __all__ = ["ChatApiV2"]
 

@@ -19,7 +19,8 @@ import orjson
 from prometheus_client import Gauge, Histogram
 
 from connector import tracing
-from connector.eightbyeight.base import PlatformError, text
+from connector.eightbyeight.base import PlatformError
+from connector.normalise import text
 from connector.eightbyeight.transport import Reply, Sender
 
 __all__ = [
