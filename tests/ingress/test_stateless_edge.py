@@ -11,9 +11,11 @@ import threading
 import time
 import uuid
 from collections import Counter
+from typing import Any
 
 import httpx
 import pytest
+from connector.config import Settings
 from kafka.admin import KafkaAdminClient
 
 from tests.support.avro import Avro, publish_mapping
@@ -150,12 +152,7 @@ def test_edge_exits_1_naming_kafka_when_it_cannot_start(ingress_env):
 def test_edge_answers_2xx_while_every_worker_restarts(ingress_env, sandbox, start_worker, start_edge, restart):
     """Both workers SIGTERMed and restarted mid-stream: every POST to the edge gets 204, and each accepted
     webhook reaches chat.events once, keyed by its ref, after the workers are back."""
-    settings = settings_of(ingress_env)
-    for i in range(CONVERSATIONS):
-        publish_mapping(settings, f"conv-{i}", f"ref-conv-{i}")
-    workers_env = [worker_env(ingress_env), worker_env(ingress_env)]
-    workers = [start_worker(env, timeout=90) for env in workers_env]
-    start_edge(ingress_env)
+    settings, workers_env, workers = _two_workers_and_an_edge(ingress_env, start_worker, start_edge)
     body = text_event("conv-0", "to a worker")
     refused = post(workers_env[0], body, signed_headers(body, sandbox.sandbox.key, sandbox.sandbox.kid))
     assert refused.status_code == 404, "a worker serves webhooks only when CONNECTOR_WORKER_SERVE_WEBHOOKS says so"
@@ -207,12 +204,7 @@ def test_webhooks_reach_chat_events_with_their_ref_while_a_worker_is_killed_and_
     """One of two workers SIGKILLed mid-stream and a replacement started: every POST to the edge gets 204,
     and every accepted webhook reaches chat.events keyed by its ref, in order, whichever worker owned its
     conversation (after a kill a record may come twice: the event agent's dedupe is not transactional)."""
-    settings = settings_of(ingress_env)
-    for i in range(CONVERSATIONS):
-        publish_mapping(settings, f"conv-{i}", f"ref-conv-{i}")
-    workers_env = [worker_env(ingress_env), worker_env(ingress_env)]
-    workers = [start_worker(env, timeout=90) for env in workers_env]
-    start_edge(ingress_env)
+    settings, workers_env, workers = _two_workers_and_an_edge(ingress_env, start_worker, start_edge)
 
     poster = Poster(ingress_env, sandbox.sandbox.key, sandbox.sandbox.kid).start()
     try:
@@ -238,3 +230,16 @@ def test_webhooks_reach_chat_events_with_their_ref_while_a_worker_is_killed_and_
         assert first_seen == texts, (conversation, len(first_seen), len(texts), sorted(set(texts) - set(got))[:5])
     unmapped = [record for key, record in events if not key.startswith("ref-")]
     assert not unmapped, f"{len(unmapped)} events reached chat.events without their ref: {unmapped[:2]}"
+
+
+def _two_workers_and_an_edge(
+    ingress_env: dict[str, str], start_worker: Any, start_edge: Any
+) -> tuple[Settings, list[dict[str, str]], list[subprocess.Popen]]:
+    """The mappings of the test's conversations, two ready workers and the edge: (settings, their envs, workers)."""
+    settings = settings_of(ingress_env)
+    for i in range(CONVERSATIONS):
+        publish_mapping(settings, f"conv-{i}", f"ref-conv-{i}")
+    workers_env = [worker_env(ingress_env), worker_env(ingress_env)]
+    workers = [start_worker(env, timeout=90) for env in workers_env]
+    start_edge(ingress_env)
+    return settings, workers_env, workers
