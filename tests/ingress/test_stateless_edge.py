@@ -50,6 +50,13 @@ def text_event(conversation: str, text: str) -> bytes:
     return json.dumps(event).encode()
 
 
+def agent_event(conversation: str, event_type: str) -> bytes:
+    """A Chat API v2 QUEUED, AGENT_JOINED or AGENT_LEFT event of `conversation`."""
+    event = {"eventType": event_type, "conversationId": conversation, "timestamp": time.time_ns() // 1_000_000,
+             "queueId": "7", "queueName": "Support", "agentId": "a1", "agentName": "Ann"}
+    return json.dumps(event).encode()
+
+
 def worker_env(ingress_env: dict[str, str]) -> dict[str, str]:
     """A worker of the test's connector that leaves webhooks to the edge, on ports of its own."""
     return {
@@ -230,6 +237,47 @@ def test_webhooks_reach_chat_events_with_their_ref_while_a_worker_is_killed_and_
         assert first_seen == texts, (conversation, len(first_seen), len(texts), sorted(set(texts) - set(got))[:5])
     unmapped = [record for key, record in events if not key.startswith("ref-")]
     assert not unmapped, f"{len(unmapped)} events reached chat.events without their ref: {unmapped[:2]}"
+
+
+def test_interaction_counts_survive_every_worker_killed_between_two_interactions(
+    ingress_env, sandbox, start_worker, start_edge
+):
+    """Each conversation's first interaction (queued, joined, left) goes through two workers; both are
+    SIGKILLed; the second interaction's events, accepted by the edge meanwhile, reach chat.events after two new
+    workers recovered the `interactions` table from its changelog: they carry 2, the first ones 1."""
+    settings, workers_env, workers = _two_workers_and_an_edge(ingress_env, start_worker, start_edge)
+    key, kid = sandbox.sandbox.key, sandbox.sandbox.kid
+    conversations = [f"conv-{i}" for i in range(CONVERSATIONS)]
+    avro = Avro(settings)
+
+    def deliver(*event_types: str) -> None:
+        for conversation in conversations:
+            for event_type in event_types:
+                body = agent_event(conversation, event_type)
+                assert post(ingress_env, body, signed_headers(body, key, kid)).status_code == 204
+
+    def counts() -> dict[str, list[tuple[str, int | None]]]:
+        seen: set[str] = set()
+        got: dict[str, list[tuple[str, int | None]]] = {c: [] for c in conversations}
+        for record in read_to_end(ingress_env, settings.topic_events):
+            event = avro.decode("ChatEvent", record.value)
+            if event["event_id"] not in seen:  # after a kill an event may come twice
+                seen.add(event["event_id"])
+                got[event["conversation_id"]].append((event["event_type"], event["interaction_count"]))
+        return got
+
+    deliver("QUEUED", "AGENT_JOINED", "AGENT_LEFT")
+    wait_for(lambda: all(len(events) == 3 for events in counts().values()), timeout=60)
+    for worker in workers:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    deliver("QUEUED", "AGENT_JOINED")
+    for env in workers_env:
+        start_worker(env, timeout=90)
+
+    first, second = [("QUEUED", 1), ("AGENT_JOINED", 1), ("AGENT_LEFT", 1)], [("QUEUED", 2), ("AGENT_JOINED", 2)]
+    wait_for(lambda: all(len(events) == 5 for events in counts().values()), timeout=120)
+    assert counts() == {conversation: first + second for conversation in conversations}
 
 
 def _two_workers_and_an_edge(
