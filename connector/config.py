@@ -170,9 +170,10 @@ class Settings(BaseSettings):
     state_retention_s: float = Field(
         604_800.0,
         ge=0,
-        description="How long an ENDED or FAILED conversation, and its refs entry, are kept after their last "
-        "change; then they are deleted (tombstones, which compaction removes from the changelogs). Checked every "
-        "twentieth of this, at least every 10 minutes and at most every second.",
+        description="How long an ENDED or FAILED conversation, and its refs and interactions entries, are kept "
+        "after their last change; then they are deleted (tombstones, which compaction removes from the changelogs). "
+        "An interactions entry of an 8x8 conversation that never had a ref goes this long after its last change. "
+        "Checked every twentieth of this, at least every 10 minutes and at most every second.",
     )
     web_host: str = Field("0.0.0.0", description="Address the worker's or the edge's web servers bind.")
     web_port: int = Field(
