@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import faust
 from prometheus_client import Counter
@@ -153,25 +153,17 @@ class CommandRunner:
         # Durable before the call: after a crash the table must say a create may have happened.
         await self._write(job, lambda current: creating)
 
-        async def create_once() -> str:
-            nonlocal unsure
-            if unsure:
-                found = await self._on_8x8(job, lambda: self.platform.find_by_ref(command.ref))
-                if found is not None:
-                    return found
-                unsure = False
-            try:
-                return await self._on_8x8(job, lambda: self.platform.create(request))
-            except PlatformError as exc:
-                unsure = exc.outcome_unknown
-                raise
-
+        create = _LookedUpFirst(
+            lambda: self._on_8x8(job, lambda: self.platform.create(request)),
+            lambda: self._on_8x8(job, lambda: self.platform.find_by_ref(command.ref)),
+            unsure=unsure,
+        )
         try:
-            attempted = await retrying(self.policy, create_once)
+            attempted = await retrying(self.policy, create)
         except (PlatformError, InvalidCommand) as exc:
             failed = self._failure(job, exc)
             reason = failed["error_message"]
-            if isinstance(exc, PlatformError) and unsure:
+            if isinstance(exc, PlatformError) and create.unsure:
                 reason = f"{reason} (the create may have reached 8x8; the next start for this ref looks it up first)"
             await self._conclude(job, failed, lambda current: _after_failure(current or creating, reason, now_ms()))
             return
@@ -218,15 +210,20 @@ class CommandRunner:
                 await self._call(job, conversation_id, None)
                 return
         else:
-            now = now_ms()
-            await self._write(job, lambda current: dataclasses.replace(current, sending=command.command_id, sending_at=now))
+            since = now_ms()
+            await self._write(job, lambda current: dataclasses.replace(current, sending=command.command_id, sending_at=since))
         try:
             files = message.files + tuple([await self._fetch(*item) for item in message.to_fetch])
         except AttachmentUnavailable as exc:
             await self._refuse(job, existing, "ATTACHMENT_UNAVAILABLE", str(exc))
             return
         text, author_type, cards = message.text, message.author_type, message.cards
-        await self._call(job, conversation_id, lambda cid: self.platform.send(cid, text, author_type, files=files, cards=cards))
+
+        async def sent() -> bool | None:
+            return await self._was_sent(conversation_id, message, since) or None
+
+        send = _LookedUpFirst(lambda: self.platform.send(conversation_id, text, author_type, files=files, cards=cards), sent)
+        await self._call(job, conversation_id, lambda cid: send())
 
     async def _fetch(self, name: str, content_type: str, url: str) -> File:
         return await attachments.fetch(
@@ -381,3 +378,28 @@ def _after_failure(conversation: Conversation, reason: str, now: int) -> Convers
 def _unchanged(conversation: Conversation) -> Conversation:
     """The entry as it is (the command's result is remembered in it all the same)."""
     return conversation
+
+
+class _LookedUpFirst(Generic[T]):
+    """An 8x8 call that honours no idempotency key, as a retryable attempt: after an attempt whose outcome is
+    unknown (a timeout, a 5xx; or from the start, `unsure`), the next one asks `look_up` whether the call took
+    effect and answers what it found instead of calling again; `look_up` answers None for "not there"."""
+
+    def __init__(
+        self, call: Callable[[], Awaitable[T]], look_up: Callable[[], Awaitable[T | None]], *, unsure: bool = False
+    ) -> None:
+        self._call = call
+        self._look_up = look_up
+        self.unsure = unsure
+
+    async def __call__(self) -> T:
+        if self.unsure:
+            found = await self._look_up()
+            if found is not None:
+                return found
+            self.unsure = False
+        try:
+            return await self._call()
+        except PlatformError as exc:
+            self.unsure = exc.outcome_unknown
+            raise

@@ -137,6 +137,21 @@ async def test_a_send_intent_replayed_is_sent_only_when_8x8_does_not_have_it(wor
     assert Conversation.from_dict(worker.table["r1"]).sending is None
 
 
+@pytest.mark.parametrize("took_effect", [True, False])
+async def test_a_send_whose_outcome_is_unknown_is_looked_up_before_sending_again(worker: Worker, took_effect: bool) -> None:
+    """A timeout or a 5xx after the request went out: the retry asks 8x8 for the message first, so the customer's
+    message is never sent twice, and is sent again only when 8x8 does not have it."""
+    await worker.run(start("c1", "r1"))
+    worker.platform.fail["send"].append(unknown_outcome("send"))
+    if took_effect:
+        worker.platform.effect.add("send")
+    await worker.run(send("c2", "r1"))
+    assert worker.platform.made("messages") == ["cid-1"]
+    assert len(worker.platform.made("send")) == (1 if took_effect else 2)
+    assert [held["text"] for held in worker.platform.messages_of["cid-1"]] == ["hello"]
+    assert worker.result_of("c2")["status"] == "SUCCEEDED"
+
+
 async def test_an_older_message_with_the_same_text_does_not_count_as_sent(worker: Worker) -> None:
     await worker.run(start("c1", "r1"))
     intent = now_ms()
