@@ -74,7 +74,8 @@ def result(command: Command, status: str, generation: str, **fields: Any) -> dic
 
 
 def failure(command: Command, exc: Exception, generation: str, **fields: Any) -> dict[str, Any]:
-    """The FAILED result of `command` that `exc` (an 8x8 refusal, else an invalid command) ended."""
+    """The FAILED result of `command` that `exc` (an 8x8 refusal, a record of its Kafka refuses for good, else an
+    invalid command) ended."""
     if isinstance(exc, PlatformError):
         return result(
             command,
@@ -86,6 +87,8 @@ def failure(command: Command, exc: Exception, generation: str, **fields: Any) ->
             attempts=exc.attempts,
             **fields,
         )
+    if isinstance(exc, NotDelivered):  # a record the command owes that Kafka refuses for good (a transcript too large)
+        return result(command, "FAILED", generation, error_code="RECORD_TOO_LARGE", error_message=str(exc), **fields)
     return result(command, "FAILED", generation, error_code="INVALID_COMMAND", error_message=str(exc), **fields)
 
 

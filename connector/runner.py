@@ -21,6 +21,7 @@ from prometheus_client import Counter
 from connector import attachments, results, tracing, transcripts
 from connector.attachments import AttachmentUnavailable
 from connector.app import Connector
+from connector.appender import NotDelivered
 from connector.auto_end import AUTO_END_PREFIX, AutoEnd
 from connector.command import Command, Message, message_of, new_conversation, refusal, unsupported
 from connector.eightbyeight import File, InvalidCommand, Platform, PlatformError, ReadBack, RetryPolicy, retrying
@@ -304,9 +305,15 @@ class CommandRunner:
         except Exception as exc:  # an answer the adapter did not foresee, or one Avro cannot take
             logger.exception("transcript of %s (8x8 conversation %s) could not be built", job.command.ref, conversation_id)
             return exc
-        await self.connector.appender.deliver(
-            self.settings.topic_transcripts, job.command.ref.encode(), value, headers=tracing.kafka_headers()
-        )
+        try:
+            await self.connector.appender.deliver(
+                self.settings.topic_transcripts, job.command.ref.encode(), value, headers=tracing.kafka_headers()
+            )
+        except NotDelivered as exc:  # too large for the topic: the same again would be refused again
+            if not exc.too_large:
+                raise  # not authorised, or another refusal a restart must meet once it is fixed (the worker stops)
+            logger.error("transcript of %s (8x8 conversation %s) not published: %s", job.command.ref, conversation_id, exc)
+            return exc
         return None
 
     async def _refuse(self, job: Job, existing: Conversation | None, code: str, reason: str) -> None:

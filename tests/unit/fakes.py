@@ -296,5 +296,10 @@ def end(command_id: str, ref: str) -> dict[str, Any]:
     return _record(command_id, ref, "EndConversation", {"reason": None})
 
 
+def fetch_transcript(command_id: str, ref: str) -> dict[str, Any]:
+    """A decoded FetchTranscript record."""
+    return _record(command_id, ref, "FetchTranscript", {})
+
+
 def _record(command_id: str, ref: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
     return {"command_id": command_id, "conversation_ref": ref, "created_at": 0, "command": (f"io.kafka8x8.chat.{name}", body)}

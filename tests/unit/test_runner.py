@@ -6,11 +6,12 @@ import asyncio
 import dataclasses
 
 import pytest
+from aiokafka.errors import RecordTooLargeError
 
 from connector.eightbyeight import PlatformError
 from connector.results import now_ms
 from connector.conversation import Conversation, Status
-from tests.unit.fakes import Worker, busy, end, send, start, unknown_outcome
+from tests.unit.fakes import Worker, busy, end, fetch_transcript, send, start, unknown_outcome
 
 KIP_298 = [
     "__connect.errors.topic",
@@ -243,6 +244,25 @@ async def test_a_transcript_that_cannot_be_read_is_published_empty_with_its_erro
     assert worker.result_of("c2")["status"] == "SUCCEEDED"
     (transcript,) = worker.connector.appender.on(worker.settings.topic_transcripts)
     assert transcript.value["error"] == "REJECTED_BY_8X8: gone" and transcript.value["messages"] == []
+
+
+@pytest.mark.parametrize("kind", ["FetchTranscript", "EndConversation"])
+async def test_a_transcript_too_large_for_its_topic_is_reported_and_the_worker_goes_on(worker: Worker, kind: str) -> None:
+    """Kafka refusing a transcript as too large for good must not stop the worker (a restart would meet it
+    again, and the partition would stall): FetchTranscript fails with the reason, an end's transcript is
+    published empty with its error, and the records are acked."""
+    await worker.run(start("c1", "r1"))
+    worker.connector.appender.refuse[worker.settings.topic_transcripts].append(RecordTooLargeError())
+    await worker.run(fetch_transcript("c2", "r1") if kind == "FetchTranscript" else end("c2", "r1"))
+    assert not worker.connector.app.crashed and len(worker.acked) == 2
+    answer = worker.result_of("c2")
+    if kind == "FetchTranscript":
+        assert (answer["status"], answer["error_code"]) == ("FAILED", "RECORD_TOO_LARGE")
+        assert worker.settings.topic_transcripts in answer["error_message"]
+    else:
+        assert answer["status"] == "SUCCEEDED"
+        (transcript,) = worker.connector.appender.on(worker.settings.topic_transcripts)
+        assert "NotDelivered" in transcript.value["error"] and transcript.value["messages"] == []
 
 
 async def test_every_failed_result_has_exactly_one_dlq_copy_and_no_success_has_one(monkeypatch: pytest.MonkeyPatch) -> None:
