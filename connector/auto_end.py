@@ -8,6 +8,8 @@ second publication is answered as a duplicate, and the processor checks again be
 
 from __future__ import annotations
 
+import logging
+
 from connector import _faust_compat as compat
 from connector.app import Connector
 from connector.results import now_ms
@@ -17,6 +19,8 @@ __all__ = ["AUTO_END_PREFIX", "AutoEnd", "auto_end_due"]
 
 # Command ids of the EndConversation commands the policy publishes: `auto-end:<ref>:<agent_left_at>`.
 AUTO_END_PREFIX = "auto-end:"
+
+logger = logging.getLogger(__name__)
 
 
 def auto_end_due(conversation: Conversation, now: int, after_s: float) -> bool:
@@ -45,7 +49,18 @@ class AutoEnd:
         self._pending.discard(ref)
 
     async def publish_due(self) -> None:
-        """Publish an EndConversation for each owned conversation that is due."""
+        """The timer: publish an EndConversation for each owned conversation that is due. An error (the
+        registry or Kafka away) is logged and the next tick tries again: a timer's exception would stop the worker."""
+        try:
+            await self._publish_due()
+        except Exception:  # the registry client and aiokafka raise several kinds
+            logger.exception("auto-end: the due ends could not be published; the next tick tries again")
+
+    def forget(self) -> None:
+        """A rebalance: the ends published are the partitions' next owners' to run; the timer may publish again."""
+        self._pending.clear()
+
+    async def _publish_due(self) -> None:
         connector = self._connector
         app = connector.app
         owned = compat.active_partitions(app)
@@ -60,11 +75,15 @@ class AutoEnd:
                 continue
             if compat.key_partition(app, topic, ref.encode()) not in owned:
                 continue
-            self._pending.add(ref)
             record = {
                 "command_id": f"{AUTO_END_PREFIX}{ref}:{conversation.agent_left_at}",
                 "conversation_ref": ref,
                 "created_at": now,
                 "command": ("io.kafka8x8.chat.EndConversation", {"reason": "auto-end: the agent left"}),
             }
-            await connector.commands.send(key=ref.encode(), value=connector.codec.encode("ConversationCommand", record))
+            self._pending.add(ref)
+            try:
+                await connector.commands.send(key=ref.encode(), value=connector.codec.encode("ConversationCommand", record))
+            except BaseException:
+                self._pending.discard(ref)  # not published: the next tick publishes it
+                raise

@@ -120,6 +120,7 @@ class CommandProcessor:
         """
         self.ownership.revoke()
         self.published.forget()
+        self.auto_end.forget()
         taken = self.lanes.take_waiting()
         for job in taken:
             job.ticket.abandon()
