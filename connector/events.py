@@ -5,7 +5,9 @@ the REF_MAPPING records the command agent writes there, drops retried duplicates
 Chat Gateway's echoes of the connector's own messages, holds events whose ref is not known yet,
 and publishes each event once to chat.events keyed by ref.
 The status agent reads chat.events (key: ref) and moves `conversations[ref]` along the status
-machine. Both agents log, count and skip what they cannot read; they never stop on bad input.
+machine. Both agents log, count and skip what they cannot read, and the event agent what chat.events
+refuses for good (too large, not authorised: `connector.appender.NotDelivered`, the event remembered as
+published so that a retry of it is dropped too); they never stop on bad input.
 
 State, all in Faust tables written through `connector.appender` to the partition of the record
 being processed (named explicitly, so that the hold timer writes to the same partitions as the
@@ -13,9 +15,9 @@ stream, in the store as in the changelog):
 - `refs[8x8 id] -> ref`, deleted on the REF_EXPIRED record the command side's retention sweep
   (`connector.retention`) writes when it deletes the conversation;
 - `held-events[8x8 id] -> [{event_id, value, since, partition, interaction_count, unmapped}]`: raw
-  records waiting for their ref, in arrival order. The hold clock runs only while the worker is
-  settled (not rebalancing or recovering its tables), so a worker's crash and recovery never uses up
-  the time a mapping has to come. An event whose hold ran out is published keyed by the 8x8 id and
+  records waiting for their ref, in arrival order, deleted once all of them are published with it. The
+  hold clock runs only while the worker is settled (not rebalancing or recovering its tables), so a
+  worker's crash and recovery never uses up the time a mapping has to come. An event whose hold ran out is published keyed by the 8x8 id and
   stays held (`unmapped`) for `events_remap_window_s`: if its mapping comes meanwhile, it is published
   again with its ref;
 - `seen-events[event id] -> [partition, seq, published at]`: the event ids published from each
@@ -29,9 +31,10 @@ stream, in the store as in the changelog):
   events that changed it (`recent`, see `counted`). Deleted with the `refs` entry on REF_EXPIRED; an
   entry whose 8x8 id has no ref, unchanged for `state_retention_s`, by a slow sweep in slices
   (`forget_interactions`), so that conversations never mapped do not stay forever.
-Only the active owner of a partition changes its entries on the timer (not a standby's copy).
-Published events are acknowledged by Kafka before they are marked seen, so a crash in between
-publishes an event twice at worst, never loses it.
+Only the active owner of a partition changes its entries on the timer (not a standby's copy); an error
+in a timer is logged and the next tick tries again.
+Published events are acknowledged by Kafka before they are marked seen, and held events before their
+entry is deleted, so a crash in between publishes an event twice at worst, never loses it.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from prometheus_client import Counter, Gauge
 
 from connector import _faust_compat as compat
 from connector.app import Connector
+from connector.appender import NotDelivered
 from connector.config import Settings
 from connector.retention import REF_EXPIRED, SLICE, settled, sweep_interval
 from connector.schemas import SchemaError
@@ -75,6 +79,10 @@ EVENTS_UNMAPPED = Counter(
 EVENTS_REMAPPED = Counter(
     "connector_events_remapped_total",
     "Events published again with their conversation ref after they were published without it.",
+)
+EVENTS_UNDELIVERABLE = Counter(
+    "connector_events_undeliverable_total",
+    "ChatEvents chat.events refused for good (too large, not authorised): skipped.",
 )
 EVENTS_HELD = Gauge("connector_events_held", "Events held by this worker, waiting for their conversation ref.")
 STATUS_UPDATES = Counter("connector_status_updates_total", "Conversation status changes made by chat events.")
@@ -131,8 +139,15 @@ class _EventAgent:
                 await self._handle(key, raw, event.value, event.message.partition)
 
     async def release_expired(self) -> None:
-        """The hold timer: events held past the time bound are published without their ref (and kept a while
-        in case it comes); those kept past the remap window are forgotten. Paused while the worker settles."""
+        """The hold timer, every second: events held past the time bound are published without their ref (and
+        kept a while in case it comes); those kept past the remap window are forgotten. Paused while the worker
+        settles. An error is logged, and the next tick tries again."""
+        try:
+            await self._release_expired()
+        except Exception:  # a bug must not stop the timer, nor the worker (Faust crashes the app on a timer's error)
+            logger.exception("the hold timer failed; the next tick tries again")
+
+    async def _release_expired(self) -> None:
         app = self._connector.app
         now = _now_ms()
         if not settled(app):
@@ -208,12 +223,14 @@ class _EventAgent:
             await self._appender.put(self._connector.refs, key, ref, partition)
             held = self._held.get(key)
             if held:
-                await self._appender.delete(self._held, key, partition)
-                self._held_count -= len(held)
                 for entry in held:  # those published unmapped already are published again, with their ref
                     if entry.get("unmapped"):
                         EVENTS_REMAPPED.inc()
                     await self._publish(await self._decode_held(entry), key, ref, partition, entry.get("interaction_count"))
+                # Deleted once all are published: a crash meanwhile publishes them again, never loses one.
+                await self._appender.delete(self._held, key, partition)
+                self._held_count -= len(held)
+                EVENTS_HELD.set(self._held_count)
             return
         event_id = event_id_of(raw["headers"], raw["body"])
         held = self._held.get(key) or []
@@ -304,7 +321,8 @@ class _EventAgent:
         read: tuple[dict[str, Any], bool] | None = None,
     ) -> None:
         """Publish one event (`read`: its record and echo flag, when read already), wait for Kafka's ack, then
-        remember its id (in this order: never lost)."""
+        remember its id (in this order: never lost). While Kafka is away it waits (`Appender.deliver`); an event
+        Kafka refuses for good is logged, counted and remembered as published: nothing would change if tried again."""
         read = read or self._read(raw, event_id_of(raw["headers"], raw["body"]))
         if read is None:
             return
@@ -319,8 +337,13 @@ class _EventAgent:
         except Exception as exc:  # a body the schema cannot carry: skip, loudly
             self._unreadable(record["event_id"], exc)
             return
-        await _send_until_acked(self._connector.events, (ref or key).encode(), value)
-        EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()
+        try:
+            await self._appender.deliver(self._connector.settings.topic_events, (ref or key).encode(), value)
+        except NotDelivered as exc:
+            EVENTS_UNDELIVERABLE.inc()
+            logger.error("skipped webhook event %s: chat.events refused its ChatEvent for good: %s", record["event_id"], exc)
+        else:
+            EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()
         await self._remember(record["event_id"], partition)
 
     def _unreadable(self, event_id: str, exc: Exception) -> None:
@@ -359,7 +382,8 @@ class _EventAgent:
         return self._order.setdefault(partition, collections.deque())
 
     async def _decode_held(self, entry: dict[str, Any]) -> dict[str, Any]:
-        return await self._connector.codec.decode("RawWebhook", base64.b64decode(entry["value"]))
+        """A held record, read as the stream reads it: waiting while the registry is away."""
+        return await self._connector.codec.decode_waiting("RawWebhook", base64.b64decode(entry["value"]))
 
 
 def counted(
@@ -386,20 +410,6 @@ def counted(
         return after.count, None
     recent = [*(entry["recent"] if entry is not None else []), [event_id, after.count]][-RECENT_CHANGES:]
     return after.count, {"count": after.count, "phase": after.phase.value, "partition": partition, "at": now, "recent": recent}
-
-
-async def _send_until_acked(topic: Any, key: bytes, value: bytes) -> None:
-    """Send and wait for the broker's ack, retrying while Kafka is away: an accepted event is never dropped."""
-    delay = 0.2
-    while True:
-        try:
-            future = await topic.send(key=key, value=value)
-            await future
-            return
-        except Exception as exc:  # aiokafka raises several kinds while the broker is away
-            logger.warning("chat.events not reachable (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def _millis_of(value: Any) -> int:

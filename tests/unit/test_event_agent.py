@@ -1,9 +1,10 @@
-"""The event agent's hold and dedupe, in-process: in-memory tables, a recording chat.events, no Kafka."""
+"""The event agent's hold and dedupe, in-process: in-memory tables, a recording appender, no Kafka."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,13 +13,27 @@ import pytest
 from faust.types import TP
 
 from connector import events
+from connector.appender import NotDelivered
 from connector.config import load_settings
+from connector.schemas import AvroCodec, RegistryUnavailable
 
 RAW_TOPIC = "chat.webhooks.raw"
 
 
-class Tables:
-    """Writes to in-memory tables as the appender makes them (each write's future resolved at once)."""
+class Appender:
+    """Writes to in-memory tables as the appender makes them (each write's future resolved at once), and records
+    what is delivered to chat.events (key, ChatEvent); `fail[event id]` is raised when that event's ChatEvent is."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, dict[str, Any]]] = []
+        self.fail: dict[str, BaseException] = {}
+
+    async def deliver(self, topic: str, key: bytes, value: dict[str, Any], *, partition: int | None = None, headers: Any = None) -> None:
+        assert topic == "chat.events" and partition is None  # partitioned by its key, the ref, as the conversations
+        await asyncio.sleep(0)  # Kafka's ack comes later
+        if value["event_id"] in self.fail:
+            raise self.fail.pop(value["event_id"])
+        self.sent.append((key, value))
 
     async def put(self, table: dict[str, Any], key: str, value: Any, partition: int) -> asyncio.Future[None]:
         table[key] = value
@@ -36,27 +51,23 @@ class Table(dict):
         return SimpleNamespace(data=self)
 
 
-class ChatEvents:
-    """chat.events: records what is sent (key, ChatEvent)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, dict[str, Any]]] = []
-
-    async def send(self, *, key: bytes, value: dict[str, Any]) -> asyncio.Future[None]:
-        self.sent.append((key, value))
-        return _done()
-
-
 class Codec:
-    """ChatEvents encode as themselves; raw records decode from the bytes they were handed in as."""
+    """ChatEvents encode as themselves; raw records decode from the bytes they were handed in as, after
+    `blips` RegistryUnavailable (the registry away); `decode_waiting` is the real codec's."""
+
+    decode_waiting = AvroCodec.decode_waiting
 
     def __init__(self) -> None:
         self.raw: dict[bytes, dict[str, Any]] = {}
+        self.blips = 0
 
     def encode(self, schema: str, record: dict[str, Any]) -> dict[str, Any]:
         return record
 
     async def decode(self, schema: str, data: bytes) -> dict[str, Any]:
+        if self.blips:
+            self.blips -= 1
+            raise RegistryUnavailable("schema registry: connection refused")
         return self.raw[data]
 
 
@@ -72,15 +83,14 @@ class Agent:
             assignor=SimpleNamespace(assigned_actives=lambda: {TP(RAW_TOPIC, 0)}),
         )
         self.codec = Codec()
-        self.events = ChatEvents()
+        self.appender = Appender()
         self.refs: dict[str, str] = {}
         self.interactions = Table()
         connector = SimpleNamespace(
             settings=self.settings,
             app=self.app,
-            appender=Tables(),
+            appender=self.appender,
             codec=self.codec,
-            events=self.events,
             refs=self.refs,
             held_events={},
             seen_events={},
@@ -114,11 +124,11 @@ class Agent:
 
     def published(self) -> list[tuple[str, str, str | None]]:
         """(key, event id, ref) of each ChatEvent sent."""
-        return [(key.decode(), event["event_id"], event["conversation_ref"]) for key, event in self.events.sent]
+        return [(key.decode(), event["event_id"], event["conversation_ref"]) for key, event in self.appender.sent]
 
     def counts(self) -> list[tuple[str, int | None]]:
         """(event id, interaction count) of each ChatEvent sent."""
-        return [(event["event_id"], event["interaction_count"]) for _, event in self.events.sent]
+        return [(event["event_id"], event["interaction_count"]) for _, event in self.appender.sent]
 
 
 @pytest.fixture
@@ -197,6 +207,57 @@ async def test_no_more_ids_than_the_bound_are_remembered_per_partition() -> None
     await agent.webhook("c1", "e1")  # forgotten: the oldest beyond the bound
     await agent.webhook("c1", "e3")  # remembered
     assert [event_id for _, event_id, _ in agent.published()] == ["e1", "e2", "e3", "e1"]
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+
+async def test_an_event_chat_events_refuses_for_good_is_logged_skipped_and_not_tried_again(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    class RecordTooLargeError(Exception):
+        pass
+
+    await agent.mapping("c1", "ref-1")
+    agent.appender.fail["e1"] = NotDelivered("chat.events", RecordTooLargeError("larger than max.message.bytes"))
+    await agent.webhook("c1", "e1")
+    await agent.webhook("c1", "e2")  # the agent goes on
+    await agent.webhook("c1", "e1")  # 8x8's retry of the refused one: dropped, as if published
+    assert agent.published() == [("ref-1", "e2", "ref-1")]
+    (refused,) = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "e1" in refused.getMessage() and "RecordTooLargeError" in refused.getMessage()
+
+
+async def test_held_events_stay_held_until_all_of_them_are_published_with_their_ref(agent: Agent) -> None:
+    await agent.webhook("c1", "e1")
+    await agent.webhook("c1", "e2")
+    agent.appender.fail["e2"] = RuntimeError("the worker stopped")  # mid-loop, after e1 was published
+    with pytest.raises(RuntimeError):
+        await agent.mapping("c1", "ref-1")
+    assert [entry["event_id"] for entry in agent.agent._held["c1"]] == ["e1", "e2"]
+    await agent.mapping("c1", "ref-1")  # the REF_MAPPING again, not acked: e2 is not lost (e1 twice at worst)
+    assert agent.published() == [("ref-1", "e1", "ref-1"), ("ref-1", "e1", "ref-1"), ("ref-1", "e2", "ref-1")]
+    assert agent.agent._held == {}
+
+
+async def test_held_events_wait_for_the_registry_when_their_ref_comes(agent: Agent) -> None:
+    await agent.webhook("c1", "e1")
+    agent.codec.blips = 1
+    await agent.mapping("c1", "ref-1")
+    assert agent.published() == [("ref-1", "e1", "ref-1")]
+
+
+async def test_an_error_in_the_hold_timer_is_logged_and_the_next_tick_tries_again(caplog: pytest.LogCaptureFixture) -> None:
+    agent = Agent(events_hold_s=0.01)
+    await agent.webhook("c1", "e1")
+    await agent.agent.release_expired()
+    await asyncio.sleep(0.02)
+    agent.appender.fail["e1"] = RuntimeError("a bug")
+    await agent.agent.release_expired()  # does not raise: Faust would crash the worker
+    assert agent.published() == []
+    assert any("hold timer failed" in record.getMessage() for record in caplog.records)
+    await agent.agent.release_expired()
+    assert agent.published() == [("c1", "e1", None)]
 
 
 # --- interaction counts ---------------------------------------------------------------------------
