@@ -180,11 +180,14 @@ class CommandProcessor:
             asyncio.ensure_future(self.connector.app.crash(exc))
 
     async def _poison(self, event: faust.EventT, ticket: Ticket, answer: dict[str, Any], exc: Exception) -> None:
-        """A record that is no usable command: FAILED result (key: its key) and the DLQ; then its offset goes."""
+        """A record that is no usable command: the DLQ, then its FAILED result (key: its key); then its offset goes.
+
+        In this order a restart after a refusal may write a second DLQ copy, never a second result.
+        """
         tracing.current.set(tracing.of_headers(event.message.headers))
         try:
-            await self.outputs.result(answer, key=event.message.key)
             await self.outputs.dead_letter(event.message, answer["error_code"], type(exc).__name__, str(exc), answer=answer)
+            await self.outputs.result(answer, key=event.message.key)
         except NotDelivered as failed:
             self._halt(ticket, event.message, failed)
             return

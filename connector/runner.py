@@ -355,8 +355,8 @@ class CommandRunner:
 
     async def finish(self, job: Job, answer: dict[str, Any]) -> None:
         """Publish the result of `job` (and the DLQ copy of a failure)."""
-        job.answered = True
         await self.outputs.result(answer)
+        job.answered = True
         results.observe_end_to_end(answer, job.event.message.timestamp)
         if answer["status"] == "FAILED":
             await self.outputs.dead_letter(

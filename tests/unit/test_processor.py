@@ -107,6 +107,19 @@ async def test_a_result_kafka_refuses_for_good_halts_the_worker_without_releasin
     assert worker.acked == [] and len(worker.connector.app.crashed) == 1
 
 
+async def test_a_poison_record_whose_dlq_copy_kafka_refuses_gets_one_result_after_the_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DLQ copy goes before the result: a restart after Kafka refused it writes both once, never a second result."""
+    worker = Worker(monkeypatch)
+    worker.connector.appender.refuse[worker.settings.topic_commands_dlq].append(TopicAuthorizationFailedError())
+    await worker.submit(b"\x00garbage", key=b"r1", offset=5)
+    await until(lambda: worker.connector.app.crashed)
+    assert worker.acked == []
+    restarted = Worker(monkeypatch)  # the same record again, from its uncommitted offset
+    await restarted.submit(b"\x00garbage", key=b"r1", offset=5)
+    assert [answer["command_id"] for answer in worker.results() + restarted.results()] == ["chat.commands:0:5"]
+    assert len(worker.dlq() + restarted.dlq()) == 1 and restarted.acked == [5]
+
+
 async def test_a_dlq_copy_kafka_refuses_for_good_halts_too(worker: Worker) -> None:
     worker.connector.appender.refuse[worker.settings.topic_commands_dlq].append(TopicAuthorizationFailedError())
     await worker.submit(b"garbage", key=b"r1")
