@@ -60,8 +60,7 @@ class Connector:
     settings: Settings
     app: faust.App
     codec: AvroCodec
-    # The topics agents read (and chat.events, which the event agent sends to and waits on); the
-    # command agent's outputs go through `appender` by topic name.
+    # The topics the agents read; what the agents write goes through `appender` by topic name.
     commands: faust.TopicT
     events: faust.TopicT
     webhooks_raw: faust.TopicT

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import httpcore
@@ -176,5 +177,8 @@ async def _resolve(host: str, port: int) -> list[str]:
 
 
 def _shown(url: str) -> str:
-    """The URL without its query (pre-signed URLs carry their credentials there)."""
-    return url.split("?", 1)[0]
+    """The URL without its credentials: no user or password, no query (pre-signed URLs carry theirs there), no
+    fragment."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -136,6 +136,18 @@ async def test_a_url_on_a_non_public_address_is_refused_before_any_connection(ho
     assert network.connected == [] and resolver.asked == []  # an address literal is checked as it is
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://bob:s3cret@127.0.0.1:8080/a.pdf?X-Amz-Signature=secret#frag", "http://bob:s3cret@127.0.0.1:8080/a.pdf"],
+)
+async def test_a_refusal_names_the_url_without_its_credentials(url: str) -> None:
+    with pytest.raises(AttachmentUnavailable) as refused:
+        await get(url, checked(Network({}), Resolver()))
+    reason = str(refused.value)
+    assert reason.startswith("a.pdf: http://127.0.0.1:8080/a.pdf: ")
+    assert "bob" not in reason and "s3cret" not in reason and "secret" not in reason and "frag" not in reason
+
+
 @pytest.mark.parametrize("address", ["8.8.8.8", PUBLIC_V4, PUBLIC_V6, "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"])
 def test_public_addresses_and_the_ipv6_forms_of_public_ipv4_ones_are_public(address: str) -> None:
     assert is_public(ipaddress.ip_address(address))
