@@ -14,11 +14,11 @@ import logging
 from prometheus_client import Gauge
 
 from connector import __version__, logs
-from connector.app import TABLES, build
+from connector.app import build
 from connector.config import Settings
 from connector.kafka_errors import KafkaAccessError, check
 from connector.schemas import SchemaMissing, check_registered
-from connector.topics import check_webhook_topic
+from connector.topics import changelog_topics, check_webhook_topic
 
 __all__ = ["BUILD_INFO", "run_worker"]
 
@@ -68,4 +68,4 @@ def run_worker(settings: Settings) -> None:
 
 def _worker_topics(settings: Settings) -> list[str]:
     """Every topic a worker reads or writes, its table changelogs included."""
-    return [*settings.topics().values(), *(f"{settings.app_id}-{table}-changelog" for table in TABLES)]
+    return [*settings.topics().values(), *changelog_topics(settings)]
