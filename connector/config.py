@@ -232,7 +232,7 @@ class Settings(BaseSettings):
         5.0,
         gt=0,
         description="A signing key id that was not found is fetched again after this many seconds, doubling per "
-        "miss (each id on its own budget; 503 meanwhile).",
+        "miss (each id on its own budget; 401 meanwhile, 503 if the fetch failed).",
     )
     webhook_jwk_ttl_s: float = Field(
         3600.0,

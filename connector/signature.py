@@ -70,7 +70,7 @@ class SignatureError(Exception):
 
 
 class KeyUnavailable(Exception):
-    """The signing key could not be had now (fetch refused by its budget, or 8x8 unreachable): 503, 8x8 retries."""
+    """The signing key could not be had now (8x8 unreachable or failing, or backed off since): 503; 8x8 retries."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -124,6 +124,7 @@ class _Cached:
 class _Backoff:
     misses: int
     retry_at: float
+    miss: _Miss  # the last one: what a request refused by the budget is answered
 
 
 class JwkCache:
@@ -132,8 +133,11 @@ class JwkCache:
     A cached key is always served. Past `ttl_s` it is refreshed in the background while still
     served; a refresh that finds it gone drops it, and a key not confirmed for twice `ttl_s`
     expires. An id whose fetch missed is not fetched again before `retry_after_s`, doubling per
-    miss (at most 16 times); meanwhile `key` raises KeyUnavailable. At most `max_ids` missed ids are
-    remembered (the oldest forgotten first).
+    miss (at most 16 times). Meanwhile `key` answers as the last fetch did: SignatureError when 8x8
+    said it has no such key (a 401 like any other refusal: a 503 here would tell a sender of junk ids
+    that its tenant id and transmission time had passed), KeyUnavailable when 8x8 could not be asked.
+    Both carry the code `key_rate_limited`. At most `max_ids` missed ids are remembered (the oldest
+    forgotten first).
     """
 
     def __init__(
@@ -171,7 +175,7 @@ class JwkCache:
         pending = self._inflight.get(kid)
         if pending is None:
             if not self._may_fetch(kid, now):
-                raise KeyUnavailable("key_rate_limited", "signing key not fetched: its id missed recently")
+                self._refuse(kid)
             pending = self._start_fetch(kid)
         outcome = await asyncio.shield(pending)
         if outcome is _Miss.NOT_FOUND:
@@ -187,6 +191,13 @@ class JwkCache:
         except httpx.HTTPError:
             return False
         return True
+
+    def _refuse(self, kid: str) -> None:
+        """Raise what an id refused by its budget gets: 401 if 8x8 has no such key, 503 if it could not be asked."""
+        backoff = self._backoff[kid]  # not in flight (that is awaited instead), so refused by its back-off
+        if backoff.miss is _Miss.NOT_FOUND:
+            raise SignatureError("key_rate_limited", "unknown signing key (its id missed recently: not fetched)")
+        raise KeyUnavailable("key_rate_limited", "signing key not fetched: its fetch failed recently")
 
     def _may_fetch(self, kid: str, now: float) -> bool:
         backoff = self._backoff.get(kid)
@@ -206,7 +217,7 @@ class JwkCache:
                 self._keys.pop(kid, None)  # revoked, or never existed
             previous = self._backoff.pop(kid, None)
             misses = previous.misses + 1 if previous else 1
-            self._backoff[kid] = _Backoff(misses, now + self._retry_after * 2 ** min(misses - 1, 4))
+            self._backoff[kid] = _Backoff(misses, now + self._retry_after * 2 ** min(misses - 1, 4), outcome)
             while len(self._backoff) > self._max_ids:
                 self._backoff.popitem(last=False)
             return outcome

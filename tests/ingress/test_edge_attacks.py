@@ -58,7 +58,7 @@ def raw_webhooks(env: dict[str, str]) -> list[tuple[str, dict]]:
 
 
 def test_junk_key_ids_do_not_lock_out_the_genuine_key(env, key_server, start_worker, key):
-    """Each key id has its own fetch budget; one refused by it gets 503 (8x8 retries), not 401."""
+    """Each key id has its own fetch budget; an id 8x8 has no key for, refused by it, gets 401 like any refusal."""
     start_worker(env)
     body = text_event("conv-1", "hello")
     for n in range(6):
@@ -66,10 +66,26 @@ def test_junk_key_ids_do_not_lock_out_the_genuine_key(env, key_server, start_wor
         assert answer.status_code == 401, answer.text
     key_server.serve("rotated-1", key)  # 8x8's new key, never fetched by this worker
     assert post(env, body, sign(body, key, "rotated-1")).status_code == 204
-    assert post(env, body, sign(body, key, "junk-0")).status_code == 503, "refused by the id's back-off"
+    assert post(env, body, sign(body, key, "junk-0")).status_code == 401, "refused by the id's back-off"
     metrics = httpx.get(f"{admin_url(env)}/metrics").text
     assert 'connector_webhook_rejected_total{reason="unknown_key"} 6.0' in metrics
-    assert 'connector_webhook_key_unavailable_total{reason="key_rate_limited"} 1.0' in metrics
+    assert 'connector_webhook_rejected_total{reason="key_rate_limited"} 1.0' in metrics
+    assert 'connector_webhook_key_unavailable_total{reason="key_rate_limited"}' not in metrics
+    assert sum(path.endswith("/jwk/junk-0/public") for path in key_server.paths) == 1, "not fetched while backed off"
+
+
+def test_a_junk_key_id_does_not_confirm_a_guessed_tenant(env, key_server, start_worker, key):
+    """Tenant and time are checked before the key is asked for: the right tenant with a junk kid, sent twice
+    (the second refused by the id's back-off), gets the very answer a wrong tenant gets."""
+    start_worker(env)
+    body = text_event("conv-1", "hello")
+    wrong = post(env, body, signed_headers(body, key, "junk-oracle", tenant="a-guess"))
+    right = [post(env, body, sign(body, key, "junk-oracle")) for _ in range(2)]
+    assert [(a.status_code, a.content) for a in right] == [(wrong.status_code, wrong.content)] * 2
+    assert wrong.status_code == 401 and wrong.content == b'{"error": "not authenticated"}'
+    metrics = httpx.get(f"{admin_url(env)}/metrics").text
+    for reason in ("wrong_tenant", "unknown_key", "key_rate_limited"):
+        assert f'connector_webhook_rejected_total{{reason="{reason}"}} 1.0' in metrics, reason
 
 
 def test_the_401_answer_does_not_say_which_check_failed(env, key_server, start_worker, key):

@@ -228,33 +228,72 @@ async def test_junk_key_ids_do_not_lock_out_a_genuine_key(verifier, key, keys, o
     assert keys.fetches("kid-2") == keys.fetches("kid-1") == 1
 
 
-async def test_a_missed_key_id_backs_off_with_503_then_is_fetched_again(verifier, key, keys, other_key, clock):
-    """A key 8x8 has not published yet: 401, then 503 (8x8 retries) while its id backs off, then accepted."""
-    steps = [  # (seconds later, answer, fetches so far): retried after 5 s, then 10 s, then 20 s
-        (0.0, SignatureError, 1),
-        (4.9, KeyUnavailable, 1),
-        (0.2, SignatureError, 2),
-        (9.0, KeyUnavailable, 2),
-        (1.1, SignatureError, 3),
-        (19.0, KeyUnavailable, 3),
+async def test_a_missed_key_id_backs_off_with_401_then_is_fetched_again(verifier, key, keys, other_key, clock):
+    """A key 8x8 has not published yet: 401, and 401 without a fetch while its id backs off, then accepted."""
+    steps = [  # (seconds later, code, fetches so far): retried after 5 s, then 10 s, then 20 s
+        (0.0, "unknown_key", 1),
+        (4.9, "key_rate_limited", 1),
+        (0.2, "unknown_key", 2),
+        (9.0, "key_rate_limited", 2),
+        (1.1, "unknown_key", 3),
+        (19.0, "key_rate_limited", 3),
     ]
-    for seconds, answer, fetches in steps:
+    for seconds, code, fetches in steps:
         clock.now += seconds
-        with pytest.raises((SignatureError, KeyUnavailable)) as caught:
-            await verifier.verify(sign(key=other_key, kid="kid-2"), BODY)
-        assert type(caught.value) is answer and keys.fetches("kid-2") == fetches, (clock.now, caught.value)
+        assert await refused(verifier, sign(key=other_key, kid="kid-2")) == code, clock.now
+        assert keys.fetches("kid-2") == fetches, clock.now
     keys.jwks["kid-2"] = jwk(other_key, "kid-2")
     clock.now += 1.1
     await verifier.verify(sign(key=other_key, kid="kid-2"), BODY)
     assert keys.fetches("kid-2") == 4
 
 
-async def test_key_refused_by_the_limiter_is_503_not_401(cache, keys):
-    with pytest.raises(SignatureError):
+async def test_unknown_key_refused_by_the_limiter_is_401_not_503(cache, keys):
+    """8x8 said it has no such key: refused by the budget is a refusal like any other (its own metric label)."""
+    with pytest.raises(SignatureError) as caught:
         await cache.key("kid-9")
+    assert caught.value.code == "unknown_key"
+    with pytest.raises(SignatureError) as caught:
+        await cache.key("kid-9")
+    assert caught.value.code == "key_rate_limited" and keys.fetches("kid-9") == 1
+
+
+async def test_key_whose_fetch_failed_refused_by_the_limiter_is_503(cache, keys, clock):
+    """8x8 could not be asked: 503 while the id backs off too (8x8 retries); the last miss decides."""
+    keys.down = True
+    with pytest.raises(KeyUnavailable) as caught:
+        await cache.key("kid-9")
+    assert caught.value.code == "key_unavailable"
     with pytest.raises(KeyUnavailable) as caught:
         await cache.key("kid-9")
     assert caught.value.code == "key_rate_limited" and keys.fetches("kid-9") == 1
+    keys.down = False
+    clock.now += 5
+    with pytest.raises(SignatureError) as caught:
+        await cache.key("kid-9")
+    assert caught.value.code == "unknown_key" and keys.fetches("kid-9") == 2
+    with pytest.raises(SignatureError) as caught:
+        await cache.key("kid-9")
+    assert caught.value.code == "key_rate_limited" and keys.fetches("kid-9") == 2
+    keys.down = True
+    clock.now += 10
+    with pytest.raises(KeyUnavailable):
+        await cache.key("kid-9")
+    with pytest.raises(KeyUnavailable) as caught:
+        await cache.key("kid-9")
+    assert caught.value.code == "key_rate_limited" and keys.fetches("kid-9") == 3
+
+
+async def test_a_junk_key_id_does_not_tell_a_right_tenant_from_a_wrong_one(verifier, key, keys):
+    """The tenant and time are checked before the key: every answer to a junk kid must be the same refusal.
+
+    Were the back-off a 503, the second delivery with the right tenant would confirm the guess.
+    """
+    for tenant in ("a-guess", TENANT, TENANT, TENANT, "a-guess"):
+        headers = sign(key=key, kid="junk-1", tenant=tenant)
+        with pytest.raises(SignatureError):  # 401, whatever the reason (a KeyUnavailable would be 503)
+            await verifier.verify(headers, BODY)
+    assert keys.fetches("junk-1") == 1
 
 
 async def test_cached_key_is_served_and_refreshed_in_the_background_after_its_ttl(verifier, cache, key, keys, clock):
