@@ -5,9 +5,9 @@ the REF_MAPPING records the command agent writes there, drops retried duplicates
 Chat Gateway's echoes of the connector's own messages, holds events whose ref is not known yet,
 and publishes each event once to chat.events keyed by ref.
 The status agent reads chat.events (key: ref) and moves `conversations[ref]` along the status
-machine. Both agents log, count and skip what they cannot read, and the event agent what chat.events
-refuses for good (too large, not authorised: `connector.appender.NotDelivered`, the event remembered as
-published so that a retry of it is dropped too); they never stop on bad input.
+machine. Both agents log, count and skip what they cannot read, and the event agent a ChatEvent too
+large for chat.events (the event remembered as published, so that a retry of it is dropped too); they
+never stop on bad input. A chat.events that refuses every record (a missing ACL) makes the agent wait.
 
 State, all in Faust tables written through `connector.appender` to the partition of the record
 being processed (named explicitly, so that the hold timer writes to the same partitions as the
@@ -81,9 +81,11 @@ EVENTS_REMAPPED = Counter(
     "Events published again with their conversation ref after they were published without it.",
 )
 EVENTS_UNDELIVERABLE = Counter(
-    "connector_events_undeliverable_total",
-    "ChatEvents chat.events refused for good (too large, not authorised): skipped.",
+    "connector_events_undeliverable_total", "ChatEvents too large for chat.events: skipped."
 )
+# While chat.events refuses every record (not authorised), the event waits this long, doubling up to the cap.
+_REFUSED_FIRST_S = 1.0
+_REFUSED_CAP_S = 30.0
 EVENTS_HELD = Gauge("connector_events_held", "Events held by this worker, waiting for their conversation ref.")
 STATUS_UPDATES = Counter("connector_status_updates_total", "Conversation status changes made by chat events.")
 
@@ -321,8 +323,9 @@ class _EventAgent:
         read: tuple[dict[str, Any], bool] | None = None,
     ) -> None:
         """Publish one event (`read`: its record and echo flag, when read already), wait for Kafka's ack, then
-        remember its id (in this order: never lost). While Kafka is away it waits (`Appender.deliver`); an event
-        Kafka refuses for good is logged, counted and remembered as published: nothing would change if tried again."""
+        remember its id (in this order: never lost). While Kafka is away it waits (`Appender.deliver`), and while
+        chat.events refuses every record (an ACL) too; an event too large for it is logged, counted and remembered
+        as published: nothing would change if tried again."""
         read = read or self._read(raw, event_id_of(raw["headers"], raw["body"]))
         if read is None:
             return
@@ -337,13 +340,21 @@ class _EventAgent:
         except Exception as exc:  # a body the schema cannot carry: skip, loudly
             self._unreadable(record["event_id"], exc)
             return
-        try:
-            await self._appender.deliver(self._connector.settings.topic_events, (ref or key).encode(), value)
-        except NotDelivered as exc:
-            EVENTS_UNDELIVERABLE.inc()
-            logger.error("skipped webhook event %s: chat.events refused its ChatEvent for good: %s", record["event_id"], exc)
-        else:
-            EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()
+        delay = _REFUSED_FIRST_S
+        while True:
+            try:
+                await self._appender.deliver(self._connector.settings.topic_events, (ref or key).encode(), value)
+            except NotDelivered as exc:
+                if not exc.too_large:  # not authorised, say: every event would be refused, so wait for the fix
+                    logger.error("chat.events refuses ChatEvents (%s); event %s waits, tried again in %g s", exc, record["event_id"], delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _REFUSED_CAP_S)
+                    continue
+                EVENTS_UNDELIVERABLE.inc()
+                logger.error("skipped webhook event %s: its ChatEvent is too large for chat.events: %s", record["event_id"], exc)
+            else:
+                EVENTS_PUBLISHED.labels(record["event_type"], "yes" if ref else "no").inc()
+            break
         await self._remember(record["event_id"], partition)
 
     def _unreadable(self, event_id: str, exc: Exception) -> None:

@@ -212,7 +212,7 @@ async def test_no_more_ids_than_the_bound_are_remembered_per_partition() -> None
 # --- failures -------------------------------------------------------------------------------------
 
 
-async def test_an_event_chat_events_refuses_for_good_is_logged_skipped_and_not_tried_again(
+async def test_an_event_too_large_for_chat_events_is_logged_skipped_and_not_tried_again(
     agent: Agent, caplog: pytest.LogCaptureFixture
 ) -> None:
     class RecordTooLargeError(Exception):
@@ -226,6 +226,23 @@ async def test_an_event_chat_events_refuses_for_good_is_logged_skipped_and_not_t
     assert agent.published() == [("ref-1", "e2", "ref-1")]
     (refused,) = [record for record in caplog.records if record.levelno == logging.ERROR]
     assert "e1" in refused.getMessage() and "RecordTooLargeError" in refused.getMessage()
+
+
+async def test_a_chat_events_that_refuses_every_record_makes_the_event_wait_not_vanish(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not authorised (an ACL missing) would refuse every event: skipping would drop them all, so it waits."""
+
+    class TopicAuthorizationFailedError(Exception):
+        pass
+
+    monkeypatch.setattr(events, "_REFUSED_FIRST_S", 0.001)
+    await agent.mapping("c1", "ref-1")
+    agent.appender.fail["e1"] = NotDelivered("chat.events", TopicAuthorizationFailedError("chat.events"))
+    await agent.webhook("c1", "e1")
+    assert agent.published() == [("ref-1", "e1", "ref-1")]  # once the refusal is over
+    (refused,) = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert "e1 waits" in refused.getMessage()
 
 
 async def test_held_events_stay_held_until_all_of_them_are_published_with_their_ref(agent: Agent) -> None:
