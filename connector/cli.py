@@ -62,12 +62,19 @@ def kafka_or_exit(settings: Settings, doing: str) -> None:
 
 
 def kafka_failure(settings: Settings, doing: str, exc: Exception) -> typer.Exit:
-    """Print what went wrong with Kafka as one line (its own words for a connector error); the exit to raise."""
+    """Print what went wrong with Kafka, or with the Schema Registry, as one line (its own words for a connector
+    error); the exit to raise."""
+    import httpx
+    from schema_registry.client.errors import ClientError
+
     from connector.client import PublishError
     from connector.kafka_errors import KafkaAccessError, describe
+    from connector.schemas import RegistryUnavailable, SchemaMissing
 
     if isinstance(exc, PublishError):  # it names the topic itself
         typer.echo(f"error: {exc}", err=True)
+    elif isinstance(exc, (SchemaMissing, RegistryUnavailable, ClientError, httpx.HTTPError)):
+        typer.echo(f"error: {doing}: Schema Registry at {settings.schema_registry_url}: {type(exc).__name__}: {exc}", err=True)
     else:
         reason = str(exc) if isinstance(exc, KafkaAccessError) else describe(exc, settings)
         typer.echo(f"error: {doing}: {reason}", err=True)

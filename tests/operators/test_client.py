@@ -59,3 +59,22 @@ async def test_the_async_publisher_raises_when_the_broker_is_unreachable(setting
 def _nowhere(env: dict[str, str]):
     """Settings whose bootstrap address has no broker behind it."""
     return settings_of({**env, "CONNECTOR_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"})
+
+
+def test_the_cli_names_the_schema_registry_not_kafka_when_the_registry_is_away(settings_env: dict[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from connector.topics import create_topics
+
+    create_topics(settings_of(settings_env))
+    registry = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
+    env = {**os.environ, **settings_env, "CONNECTOR_SCHEMA_REGISTRY_URL": registry}
+    sent = subprocess.run(
+        [sys.executable, "-m", "connector", "send", "start", "--ref", "r1", "--name", "Ann"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert sent.returncode == 1, sent.stderr
+    assert f"error: cannot send: Schema Registry at {registry}: " in sent.stderr
+    assert "Kafka at" not in sent.stderr
