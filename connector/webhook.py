@@ -295,7 +295,11 @@ class Edge:
             return 400, {"error": "body is not a JSON object"}, "malformed"
         if event.get("eventType") == "WEB_HOOK_VERIFY":
             return 204, {}, "verify"
-        await self._codec.start("RawWebhook")  # done once; here too, as the public port opens before the producer starts
+        try:  # done once; here too, as the public port opens before the producer starts
+            await self._codec.start("RawWebhook")
+        except Exception as exc:  # the registry away, or the schema missing: 8x8 sends it again
+            logger.warning("webhook not appended (503): the RawWebhook schema is not known yet: %s", exc)
+            return 503, _UNAVAILABLE, "unavailable"
         event_id = event_id_of(headers, body)
         key = event_key(event, event_id).encode()
         value = self._codec.encode(

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from connector.config import load_settings
+from connector.schemas import RegistryUnavailable
 from connector.signature import Verifier
 from connector.webhook import PATH, Edge
 from tests.unit.test_signature import BODY, TENANT, cache, clock, key, keys, other_key, sign, verifier  # noqa: F401 (fixtures)
@@ -33,13 +34,15 @@ class StubProducer:
 
 
 class StubCodec:
-    """Encodes a RawWebhook as its body (the bulk of the record) and keeps the records."""
+    """Encodes a RawWebhook as its body (the bulk of the record) and keeps the records; `down`: the registry away."""
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
+        self.down = False
 
     async def start(self, *names: str) -> None:
-        pass
+        if self.down:
+            raise RegistryUnavailable("schema registry at http://registry: ConnectError")
 
     def encode(self, schema: str, record: dict[str, Any]) -> bytes:
         self.records.append(record)
@@ -92,6 +95,13 @@ async def test_a_key_that_cannot_be_fetched_is_503_so_that_8x8_sends_again(clien
     keys.down = True
     answer = await client.post(PATH, data=BODY, headers=sign(key=key))
     assert answer.status == 503 and producer.appended == []
+
+
+async def test_a_schema_registry_that_cannot_answer_is_503_so_that_8x8_sends_again(client, producer, codec, key) -> None:
+    codec.down = True
+    answer = await client.post(PATH, data=BODY, headers=sign(key=key))
+    assert answer.status == 503 and await answer.json() == {"error": "temporarily unavailable, retry"}
+    assert producer.appended == []
 
 
 @pytest.mark.parametrize(("body", "says"), [(b'{"eventType": ', "body is not JSON"), (b"[1, 2]", "body is not a JSON object")])
