@@ -278,7 +278,10 @@ class CommandRunner:
         It is logged, counted, and published as a transcript with `error` set and nothing else, so
         that downstream knows this one is missing; never as a second result of the command.
         """
-        error = await self._transcript(job, conversation_id, "ENDED")
+        try:
+            error: Exception | None = await self._transcript(job, conversation_id, "ENDED")
+        except Revoked:  # the next owner answers the end from the table and reads nothing back: say it is missing
+            error = Revoked("the command's partition moved to another worker before the conversation was read back")
         if error is None:
             return
         reason = f"{error.code}: {error.message}" if isinstance(error, PlatformError) else f"{type(error).__name__}: {error}"

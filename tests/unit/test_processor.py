@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
-from tests.unit.fakes import Worker, send, start
+from tests.unit.fakes import Worker, end, send, start
 
 
 @pytest.fixture
@@ -125,6 +125,23 @@ async def test_a_dlq_copy_kafka_refuses_for_good_halts_too(worker: Worker) -> No
     await worker.submit(b"garbage", key=b"r1")
     await until(lambda: worker.connector.app.crashed)
     assert worker.acked == []
+
+
+async def test_an_end_revoked_before_its_transcript_is_read_publishes_the_transcript_as_missing(worker: Worker) -> None:
+    """The end's result is out; the partition's next owner answers the end from the table and reads nothing
+    back, so this worker says that the transcript is missing rather than nothing."""
+    await worker.run(start("s1", "r1"))
+    worker.platform.gate["end"] = gate = asyncio.Event()
+    ending = await worker.submit(end("e1", "r1"))
+    await until(lambda: worker.platform.made("end"))
+    worker.connector.app.consumer_generation_id = 2
+    worker.processor.revoke()
+    gate.set()
+    await worker.processor.lanes.join()
+    assert worker.result_of("e1")["status"] == "SUCCEEDED" and worker.platform.made("read_back") == []
+    (transcript,) = worker.connector.appender.on(worker.settings.topic_transcripts)
+    assert "moved to another worker" in transcript.value["error"] and transcript.value["command_id"] == "e1"
+    assert ending.message.acked is False  # its offset is the next owner's to commit
 
 
 async def test_a_revocation_hands_back_commands_not_started_and_fences_calls_not_made(monkeypatch: pytest.MonkeyPatch) -> None:
