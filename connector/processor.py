@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 
 class CommandProcessor:
-    """Decodes, routes, executes and answers commands; owns the 8x8 adapter and the lanes.
+    """Decodes and routes commands into their lanes, where `CommandRunner` executes and answers them; owns the
+    8x8 adapter and the lanes.
 
     A record's offset is released (its ticket done) only once everything it leads to is stored in
     Kafka: the table entry, the result, the DLQ copy. A record Kafka refuses for good stops the
@@ -86,7 +87,7 @@ class CommandProcessor:
             compat.settle_unacked(message)  # read before a revocation: the partition's next owner reads it again
             return
         ticket = self.acks.track(message.tp, event.ack, partial(compat.settle_unacked, message))
-        if not self.reads.first(message.tp, message.generation_id, message.offset):
+        if not self.reads.first(message.tp, compat.message_generation(message), message.offset):
             logger.info("%s[%s] offset %s was read before: not run again", message.topic, message.partition, message.offset)
             ticket.done()  # acked in order, so after the first delivery of the offset (in a lane or finished)
             return
