@@ -3,8 +3,8 @@
 Its public port serves `POST /webhooks/8x8`, `/healthz` and `/readyz` (ready once its producer
 reaches Kafka, the RawWebhook schema's id is known and a signing key can be had); its admin port
 `/metrics`. It joins no consumer group and holds no partitions and no tables, so it is ready
-within a moment of its start, stays ready
-while the workers rebalance or recover, and scales on request rate alone. On SIGTERM or SIGINT it
+within a moment of its start, stays ready while the workers rebalance or recover, and scales on
+request rate alone. On SIGTERM or SIGINT it
 stops taking connections, finishes the requests in hand (each waits at most for its append) and
 flushes its producer. That chat.webhooks.raw can take the largest webhook accepted is checked by
 the workers at their start (connector.runtime), which share the edge's settings.

@@ -8,8 +8,8 @@ Cheap whatever the traffic: no record is read and no group is joined. A measurem
 requests from two clients of the worker's own, outside Faust's consumer (which answers such calls only
 between its fetches): the topics' partitions (a Metadata request for these topics only), their end
 offsets (one ListOffsets per partition leader) and the group's committed offsets (one OffsetFetch to
-the group coordinator). A partition the group has
-never committed counts from its earliest offset, where the group starts reading it.
+the group coordinator). A partition the group has never committed counts from its earliest offset,
+where the group starts reading it.
 """
 
 from __future__ import annotations

@@ -158,7 +158,6 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     return {
         "message_id": text(message.get("id") or message.get("messageId")),

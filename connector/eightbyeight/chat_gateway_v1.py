@@ -201,7 +201,6 @@ def _user_property(user: dict[str, Any], key: str) -> Any:
     return user.get(key)
 
 
-
 def _raw(item: dict[str, Any]) -> str:
     return json.dumps(item, separators=(",", ":"))
 
