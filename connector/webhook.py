@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from connector import _faust_compat as compat
 from connector.config import KAFKA_MAX_REQUEST_BYTES, RECORD_OVERHEAD_BYTES, Settings
 from connector.kafka_errors import KafkaTrouble
-from connector.normalise import event_id_of, event_key
+from connector.normalise import NormaliseError, event_id_of, event_key, parse
 from connector.schemas import AvroCodec
 from connector.signature import HEADERS, EventBodies, JwkCache, KeyUnavailable, SignatureError, Verifier, jwk_url
 
@@ -288,11 +287,9 @@ class Edge:
                 _log_refusal(503, exc, headers, body, request)
                 return 503, _UNAVAILABLE, "key_unavailable"
         try:
-            event = json.loads(body)
-        except ValueError as exc:
-            return 400, {"error": f"body is not JSON: {exc}"}, "malformed"
-        if not isinstance(event, dict):
-            return 400, {"error": "body is not a JSON object"}, "malformed"
+            event = parse(body)
+        except NormaliseError as exc:
+            return 400, {"error": str(exc)}, "malformed"
         if event.get("eventType") == "WEB_HOOK_VERIFY":
             return 204, {}, "verify"
         try:  # done once; here too, as the public port opens before the producer starts
