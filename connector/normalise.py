@@ -15,7 +15,7 @@ from typing import Any
 
 from connector.config import Generation
 
-__all__ = ["NormaliseError", "epoch_ms", "event_id_of", "event_key", "is_echo", "normalise", "parse", "text"]
+__all__ = ["NormaliseError", "attachments", "cards", "epoch_ms", "event_id_of", "event_key", "is_echo", "normalise", "parse", "text"]
 
 V2 = Generation.CHAT_API_V2.value
 
@@ -171,23 +171,8 @@ def _message(data: dict[str, Any]) -> dict[str, Any]:
         "is_echo": data.get("isEcho") is True,
         "attachments_json": _json_or_none(data.get("attachments")),
         "cards_json": _json_or_none(data.get("cards")),
-        "attachments": [
-            {
-                "attachment_id": text(item.get("id")),
-                "file_name": text(item.get("fileName")),
-                "content_type": text(item.get("type")),
-                "url": text(item.get("preSignedUrl")),
-            }
-            for item in _objects(data.get("attachments"))
-        ],
-        "cards": [
-            {
-                "card_id": text(item.get("id")),
-                "content_type": text(item.get("contentType")),
-                "content_json": _json_or_none(item.get("content")),
-            }
-            for item in _objects(data.get("cards"))
-        ],
+        "attachments": attachments(data.get("attachments")),
+        "cards": cards(data.get("cards")),
     }
 
 
@@ -207,6 +192,31 @@ def _activity(name: str, value: Any) -> dict[str, Any]:
             "action_data_json": _json_or_none(data),
         }
     return {}
+
+
+def attachments(value: Any) -> list[dict[str, Any]]:
+    """The attachments of a Chat Gateway message (webhook or read back) as the records carry them."""
+    return [
+        {
+            "attachment_id": text(item.get("id")),
+            "file_name": text(item.get("fileName")),
+            "content_type": text(item.get("type")),
+            "url": text(item.get("preSignedUrl")),
+        }
+        for item in _objects(value)
+    ]
+
+
+def cards(value: Any) -> list[dict[str, Any]]:
+    """The cards of a Chat Gateway message (webhook or read back) as the records carry them, content as JSON text."""
+    return [
+        {
+            "card_id": text(item.get("id")),
+            "content_type": text(item.get("contentType")),
+            "content_json": _json_or_none(item.get("content")),
+        }
+        for item in _objects(value)
+    ]
 
 
 def text(value: Any) -> str | None:

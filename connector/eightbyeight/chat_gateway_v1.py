@@ -21,7 +21,7 @@ from connector.eightbyeight.base import (
 from connector.eightbyeight.http import ApiClient, conversation_id_of, items_of, json_body
 from connector.eightbyeight.provisioning import Provisioning, segment
 from connector.eightbyeight.transport import Reply
-from connector.normalise import epoch_ms, text
+from connector.normalise import attachments, cards, epoch_ms, text
 
 __all__ = ["ChatGatewayV1"]
 
@@ -216,25 +216,8 @@ def _message(message: dict[str, Any]) -> dict[str, Any]:
         "text": text(message.get("text")),
         "created_at": epoch_ms(message.get("createdAt")),
         "raw_json": _raw(message),
-        "attachments": [
-            {
-                "attachment_id": text(item.get("id")),
-                "file_name": text(item.get("fileName")),
-                "content_type": text(item.get("type")),
-                "url": text(item.get("preSignedUrl")),
-            }
-            for item in message.get("attachments") or ()
-            if isinstance(item, dict)
-        ],
-        "cards": [
-            {
-                "card_id": text(item.get("id")),
-                "content_type": text(item.get("contentType")),
-                "content_json": None if item.get("content") is None else _raw(item["content"]),
-            }
-            for item in message.get("cards") or ()
-            if isinstance(item, dict)
-        ],
+        "attachments": attachments(message.get("attachments")),
+        "cards": cards(message.get("cards")),
     }
 
 

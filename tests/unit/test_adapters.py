@@ -207,7 +207,11 @@ async def test_read_back_gateway_shapes() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path.endswith("/messages"):
-            items = [{"id": "m1", "text": "hi", "createdAt": "2024-01-01T00:00:00Z", "author": {"id": "u", "type": "user"}}]
+            items = [
+                {"id": "m1", "text": "hi", "createdAt": "2024-01-01T00:00:00Z", "author": {"id": "u", "type": "user"}},
+                {"id": "m2", "text": "odd", "attachments": 5, "cards": "x"},  # not lists: no files, no cards, no failure
+                {"id": "m3", "cards": [{"contentType": "Buttons", "content": {"title": "Café"}}]},
+            ]
             return httpx.Response(200, json={"_embedded": {"messages": items}, "page": {"totalPages": 1}})
         if path.endswith("/participants"):
             return httpx.Response(200, json={"_embedded": {"participants": [{"id": "a1", "type": "agent"}]}, "page": {"totalPages": 1}})
@@ -219,5 +223,7 @@ async def test_read_back_gateway_shapes() -> None:
     read = await _platform(Generation.CHAT_GATEWAY_V1, handler).read_back("c-1")
     assert read.status == "idle"
     assert read.messages[0]["text"] == "hi" and read.messages[0]["created_at"] == 1704067200000
+    assert (read.messages[1]["attachments"], read.messages[1]["cards"]) == ([], [])
+    assert read.messages[2]["cards"] == [{"card_id": None, "content_type": "Buttons", "content_json": '{"title":"Café"}'}]
     assert read.participants[0]["participant_type"] == "agent"
     assert read.interactions[0]["interaction_id"] == "i1" and read.interactions[0]["ended_at"] is None
