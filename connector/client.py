@@ -44,6 +44,23 @@ __all__ = ["AsyncCommandPublisher", "Attachment", "CommandPublisher", "CommandRe
 # How long one command may take to be acknowledged, and to find the brokers at all.
 _DELIVERY_TIMEOUT_MS = 30_000
 _MAX_BLOCK_MS = 15_000
+# Long enough for the producer to say whether a record was delivered (it gives up at its delivery timeout).
+DELIVERY_WAIT_S = (_DELIVERY_TIMEOUT_MS + _MAX_BLOCK_MS) / 1000
+
+
+def commands_producer(settings: Settings, **options: Any) -> KafkaProducer:
+    """A producer to chat.commands that says within DELIVERY_WAIT_S whether each record was delivered, and keeps
+    the records of a ref in order across its retries."""
+    return KafkaProducer(
+        **settings.kafka_python_config(),
+        acks="all",
+        max_in_flight_requests_per_connection=1,
+        max_block_ms=_MAX_BLOCK_MS,
+        bootstrap_timeout_ms=_MAX_BLOCK_MS,
+        request_timeout_ms=10_000,
+        delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
+        **options,
+    )
 
 
 class CommandPublisher:
@@ -60,16 +77,7 @@ class CommandPublisher:
                 check(self.settings)
             except KafkaAccessError as exc:
                 raise PublishError(f"cannot publish to {self.settings.topic_commands}: {exc}") from None
-        self._producer = producer or KafkaProducer(
-            **self.settings.kafka_python_config(),
-            acks="all",
-            linger_ms=5,
-            max_in_flight_requests_per_connection=1,  # keeps a ref's commands in order across retries
-            max_block_ms=_MAX_BLOCK_MS,
-            bootstrap_timeout_ms=_MAX_BLOCK_MS,
-            request_timeout_ms=10_000,
-            delivery_timeout_ms=_DELIVERY_TIMEOUT_MS,
-        )
+        self._producer = producer or commands_producer(self.settings, linger_ms=5)
 
     def start(
         self,
@@ -141,7 +149,7 @@ class CommandPublisher:
                 self.settings.topic_commands, key=ref.encode(), value=value, headers=tracing.kafka_headers()
             )
             if self._wait:
-                delivery.get(timeout=(_DELIVERY_TIMEOUT_MS + _MAX_BLOCK_MS) / 1000)
+                delivery.get(timeout=DELIVERY_WAIT_S)
         except KafkaError as exc:
             raise PublishError(f"cannot publish to {self.settings.topic_commands}: {self._describe(exc)}") from None
         if not self._wait:
@@ -154,7 +162,7 @@ class CommandPublisher:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every command published so far is acknowledged; PublishError if any was not."""
-        deadline = time.monotonic() + (timeout if timeout is not None else (_DELIVERY_TIMEOUT_MS + _MAX_BLOCK_MS) / 1000)
+        deadline = time.monotonic() + (timeout if timeout is not None else DELIVERY_WAIT_S)
         try:
             self._producer.flush(timeout)
         except KafkaError:

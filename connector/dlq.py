@@ -20,6 +20,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from connector.client import DELIVERY_WAIT_S, commands_producer
 from connector.config import Settings
 from connector.kafka_errors import KafkaAccessError, describe
 from connector.results import CONNECT_ERRORS, ERROR_CODE_HEADER
@@ -145,12 +146,15 @@ def replay(
             what = f"{where} (ref {letter.ref}, command {command_id or 'unreadable'}"
             what += f" as {new_id})" if new_id else ")"
             if producer is not None:
-                try:
+                try:  # the producer says within the wait whether it was delivered: no record goes out after an error
                     sent = producer.send(
                         settings.topic_commands, key=letter.key, value=value, headers=letter.original_headers
-                    ).get(timeout=45)
+                    ).get(timeout=DELIVERY_WAIT_S)
                 except KafkaError as exc:
                     raise KafkaAccessError(describe(exc, settings, need=f"Write on Topic {settings.topic_commands}")) from None
+                except KeyboardInterrupt:
+                    echo(f"interrupted while replaying {what}: it may have reached {settings.topic_commands}")
+                    raise
                 echo(f"replayed {what} -> {settings.topic_commands}[{sent.partition}]@{sent.offset}")
             else:
                 echo(f"would replay {what}")
@@ -169,12 +173,7 @@ def _read(settings: Settings, *, from_beginning: bool, timeout_s: float | None, 
 
 
 def _producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(
-        **settings.kafka_python_config(),
-        acks="all",
-        max_in_flight_requests_per_connection=1,  # replayed commands of one ref stay in order
-        max_request_size=settings.kafka_max_message_bytes,
-    )
+    return commands_producer(settings, max_request_size=settings.kafka_max_message_bytes)
 
 
 def _command_id(codec: AvroCodec, value: bytes | None) -> str | None:
