@@ -229,7 +229,9 @@ def read_records(
     """The records of `topic`, read with no group (no committed offset moves): until `timeout_s` seconds pass
     without one (None: for ever), or with `to_end` up to the end offsets as they were at the start.
     KafkaAccessError, naming the missing ACL, when Kafka does not let the principal read them."""
-    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False)
+    # A segment deleted under a reader from the beginning moves it to the earliest record left, not past them all.
+    reset = "earliest" if from_beginning else "latest"
+    consumer = KafkaConsumer(**settings.kafka_python_config(), group_id=None, enable_auto_commit=False, auto_offset_reset=reset)
     need = f"Read on Topic {topic}"
     try:
         try:
