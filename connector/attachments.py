@@ -1,4 +1,5 @@
-"""Fetching a SendMessage's attachment from the URL the command gives, bounded in size and time.
+"""Fetching a SendMessage's attachment from the URL the command gives, bounded in size, and in time for each
+step (resolving, connecting, each read: the timeout given, CONNECTOR_PLATFORM_TIMEOUT_S), not for the whole.
 
 Whoever may write chat.commands chooses the URL, so the worker fetches from public addresses only
 (no SSRF into its own network): it resolves each host itself, refuses the host when any address it
